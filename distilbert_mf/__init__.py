@@ -40,8 +40,11 @@ def __getattr__(name: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        extra = {"distilbert_mf.torch": "torch", "distilbert_mf.tensorflow": "tensorflow",
-                 "distilbert_mf.flax": "flax"}.get(module_name)
+        extra = {
+            "distilbert_mf.torch": "torch",
+            "distilbert_mf.tensorflow": "tensorflow",
+            "distilbert_mf.flax": "flax",
+        }.get(module_name)
         if extra is None:
             raise
         raise ImportError(

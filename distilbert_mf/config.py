@@ -64,7 +64,9 @@ class DistilBertConfig:
             try:
                 id2label = {int(k): str(v) for k, v in id2label.items()}
             except (TypeError, ValueError) as err:
-                raise ValueError(f"id2label keys must be integers (or integer strings), got {list(self.id2label)}") from err
+                raise ValueError(
+                    f"id2label keys must be integers (or integer strings), got {list(self.id2label)}"
+                ) from err
         num_labels = self.num_labels
         if num_labels is None:
             num_labels = len(id2label) if id2label else 2
@@ -239,8 +241,12 @@ class DistilBertConfig:
         from distilbert_mf.checkpoint.hub import resolve_file
 
         config_file = resolve_file(
-            name_or_path, CONFIG_NAME, revision=revision, cache_dir=cache_dir,
-            local_files_only=local_files_only, token=token,
+            name_or_path,
+            CONFIG_NAME,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
         )
         return cls.from_json_file(config_file, **overrides)
 

@@ -11,9 +11,16 @@ from distilbert_mf.config import DistilBertConfig
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 _DTYPE_ALIASES = {
-    "float32": "float32", "fp32": "float32", "float": "float32", "f32": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16", "f16": "float16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "f32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "f16": "float16",
 }
 CPU_FLOAT16_WARNING = (
     "float16 was requested on a CPU: CPUs run float16 matrix products about two orders of magnitude slower "
@@ -33,7 +40,7 @@ def dtype_name(dtype: Any) -> str | None:
         return None
     text = text.rsplit(".", 1)[-1].replace("'", "").replace(">", "").strip().lower()  # torch.float16, <dtype: 'x'>
     if text.startswith("dtype: "):
-        text = text[len("dtype: "):]
+        text = text[len("dtype: ") :]
     if text in _DTYPE_ALIASES:
         return _DTYPE_ALIASES[text]
     raise ValueError(f"unsupported dtype {dtype!r}; expected one of {DTYPE_NAMES} (or None/'auto')")
