@@ -83,7 +83,12 @@ class DistilBertConfig:
         if label2id is None:
             label2id = {v: k for k, v in id2label.items()}
         else:
-            label2id = {str(k): int(v) for k, v in label2id.items()}
+            if not isinstance(label2id, Mapping):
+                raise TypeError(f"label2id must be a dict of name -> class index, got {type(label2id).__name__}")
+            try:
+                label2id = {str(k): int(v) for k, v in label2id.items()}
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"label2id values must be integer class indices, got {self.label2id}") from err
         object.__setattr__(self, "id2label", id2label)
         object.__setattr__(self, "label2id", label2id)
         object.__setattr__(self, "num_labels", num_labels)
@@ -104,13 +109,21 @@ class DistilBertConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
-        if self.initializer_range is None or float(self.initializer_range) < 0:
-            raise ValueError(f"initializer_range must be >= 0, got {self.initializer_range!r}")
+        if (
+            isinstance(self.initializer_range, bool)
+            or not isinstance(self.initializer_range, (int, float))
+            or self.initializer_range < 0
+        ):
+            raise ValueError(f"initializer_range must be a number >= 0, got {self.initializer_range!r}")
+        for name in ("sinusoidal_pos_embds", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.activation not in SUPPORTED_ACTIVATIONS:
             raise ValueError(f"activation must be one of {SUPPORTED_ACTIVATIONS}, got {self.activation!r}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"problem_type must be None or one of {PROBLEM_TYPES}, got {self.problem_type!r}")
-        if self.pad_token_id is not None and not 0 <= int(self.pad_token_id) < self.vocab_size:
+        pad = self.pad_token_id
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size):
             raise ValueError(f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id!r}")
 
     # transformers' generic names
@@ -134,11 +147,15 @@ class DistilBertConfig:
     def model_type(self) -> str:
         return MODEL_TYPE
 
+    def __hash__(self) -> int:
+        # hashable despite its dict fields (consistent with ==), so a model can keep its config as static jit metadata
+        return hash(tuple(_freeze(getattr(self, f.name)) for f in dataclasses.fields(self) if f.compare))
+
     def replace(self, **changes: Any) -> DistilBertConfig:
         """Return a copy with ``changes`` applied (aliases accepted); unknown names raise ``TypeError``."""
         if not changes:
             return self
-        data = self.to_dict(full=True)
+        data = {k: v for k, v in self.to_dict(full=True).items() if k not in ALIASES}  # aliases: re-derived
         data.update(_apply_aliases(changes, strict=True))
         if "id2label" in changes and "num_labels" not in changes:
             data.pop("num_labels", None)
@@ -162,8 +179,18 @@ class DistilBertConfig:
                 "(convert BERT checkpoints with conversion/bert_to_distilbert.py)"
             )
         source_keys = tuple(data)
+        for alias, name in ALIASES.items():
+            if alias in data and name in data and data[alias] != data[name]:
+                raise ValueError(
+                    f"config sets {name}={data[name]!r} and its alias {alias}={data[alias]!r}; they must agree"
+                )
         merged = _apply_aliases(dict(data), strict=False)
-        merged.update(_apply_aliases(overrides, strict=True))
+        overrides = _apply_aliases(overrides, strict=True)
+        if "num_labels" in overrides and "id2label" not in overrides:
+            # a new label count replaces the file's label names (as transformers' from_pretrained(num_labels=...))
+            merged.pop("id2label", None)
+            merged.pop("label2id", None)
+        merged.update(overrides)
         field_names = {f.name for f in dataclasses.fields(cls)} - {"extra", "_source_keys"}
         known = {k: v for k, v in merged.items() if k in field_names}
         extra = {k: v for k, v in merged.items() if k not in field_names and k not in ALIASES}
@@ -195,6 +222,8 @@ class DistilBertConfig:
                 out[f.name] = value
         for key in source & set(ALIASES):
             out[key] = getattr(self, ALIASES[key])
+            if not full and ALIASES[key] not in source:
+                out.pop(ALIASES[key], None)  # the file named this field only by its alias: keep it that way
         if "num_labels" in out and not full and "num_labels" not in source and "id2label" in out:
             del out["num_labels"]  # transformers derives it from id2label
         out.update(self.extra)
@@ -263,3 +292,12 @@ def _apply_aliases(data: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
             )
         out[name] = value
     return out
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable view of a config field value (dicts and lists become sorted tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value

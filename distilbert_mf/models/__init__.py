@@ -11,9 +11,13 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
-# short name -> folder inside this package
-BUILTIN: dict[str, Path] = {}
 DEFAULT_TEXT_CLASSIFICATION_MODEL = "distilbert-mf/minilm-sst2"
+# short name -> folder inside this package
+BUILTIN: dict[str, Path] = {
+    # all-MiniLM-L6-v2 (Apache-2.0) converted to DistilBERT and fine-tuned on GLUE SST-2 (see its README.md);
+    # written by examples/train_sentiment.py + examples/package_default_model.py
+    DEFAULT_TEXT_CLASSIFICATION_MODEL: _HERE / "minilm-sst2",
+}
 
 
 def builtin_path(name: str | os.PathLike[str]) -> Path | None:

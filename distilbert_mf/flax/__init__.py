@@ -1,0 +1,29 @@
+"""DistilBERT in Flax NNX: ``FlaxDistilBertModel`` and the five task heads (see ``modeling.py``).
+
+Requires the ``flax`` extra (jax, flax, optax): ``pip install 'distilbert-mf[flax]'``.
+"""
+
+from distilbert_mf.flax.loading import FlaxDistilBertPreTrainedModel, PositionTable
+from distilbert_mf.flax.modeling import (
+    FlaxDistilBertForMaskedLM,
+    FlaxDistilBertForMultipleChoice,
+    FlaxDistilBertForQuestionAnswering,
+    FlaxDistilBertForSequenceClassification,
+    FlaxDistilBertForTokenClassification,
+    FlaxDistilBertModel,
+)
+from distilbert_mf.flax.sharding import TENSOR_PARALLEL_RULES, logical_partition_specs, shard_model
+
+__all__ = [
+    "TENSOR_PARALLEL_RULES",
+    "FlaxDistilBertForMaskedLM",
+    "FlaxDistilBertForMultipleChoice",
+    "FlaxDistilBertForQuestionAnswering",
+    "FlaxDistilBertForSequenceClassification",
+    "FlaxDistilBertForTokenClassification",
+    "FlaxDistilBertModel",
+    "FlaxDistilBertPreTrainedModel",
+    "PositionTable",
+    "logical_partition_specs",
+    "shard_model",
+]

@@ -1,0 +1,437 @@
+"""DistilBERT in PyTorch: the math, top to bottom.
+
+DistilBERT (Sanh et al., 2019, "DistilBERT, a distilled version of BERT") is BERT with half the layers, no
+token-type embeddings and no pooler. This file matches transformers' PyTorch DistilBERT number for number:
+post-LayerNorm blocks (``h = sa_layer_norm(attn(x) + x)``, ``out = output_layer_norm(ffn(h) + h)``), LayerNorm
+eps 1e-12, exact erf GELU, and one masking rule (padding keys get the most negative finite value of the compute
+dtype added to their scores; softmax in float32; a fully padded row stays finite).
+
+Module and attribute names equal the checkpoint names, so the canonical state dict *is* ``state_dict()``.
+Loading, saving, initialisation and input checks live in :mod:`distilbert_mf.torch.loading`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from distilbert_mf.config import DistilBertConfig
+from distilbert_mf.modeling_utils import check_qa_config, problem_type_for
+from distilbert_mf.outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from distilbert_mf.torch.loading import (
+    DistilBertPreTrainedModel,
+    as_labels,
+    check_class_labels,
+    check_same_numel,
+    flatten_choices,
+    padding_bias,
+    prepare_inputs,
+)
+
+IGNORE_INDEX = -100  # label value that contributes no loss (CrossEntropyLoss default)
+
+
+def activation_fn(name: str) -> Any:
+    """The feed-forward activation: exact erf GELU, tanh GELU or ReLU."""
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return functools.partial(F.gelu, approximate="tanh")
+    if name == "relu":
+        return F.relu
+    raise ValueError(f"unsupported activation {name!r}; expected gelu, gelu_new, gelu_pytorch_tanh or relu")
+
+
+class Embeddings(nn.Module):
+    """Word + position embeddings, LayerNorm, dropout (no token types)."""
+
+    def __init__(self, config: DistilBertConfig, *, device: Any = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        # the tables start empty and init_weights or a checkpoint fills them (no wasted init, cheap on meta)
+        vocab = torch.empty(config.vocab_size, config.dim, **kw)
+        positions = torch.empty(config.max_position_embeddings, config.dim, **kw)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.dim, config.pad_token_id, _weight=vocab)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.dim, _weight=positions)
+        self.position_embeddings.weight.requires_grad_(not config.sinusoidal_pos_embds)  # fixed sin/cos table
+        self.LayerNorm = nn.LayerNorm(config.dim, eps=1e-12, **kw)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, dim)
+        if position_ids is None:
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)  # (seq,)
+        x = inputs_embeds + self.position_embeddings(position_ids)  # (batch, seq, dim)
+        return self.dropout(self.LayerNorm(x))
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """Scaled dot-product self-attention over ``n_heads`` heads; ``"sdpa"`` or ``"eager"`` kernels."""
+
+    def __init__(
+        self,
+        config: DistilBertConfig,
+        *,
+        attn_implementation: str = "sdpa",
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.n_heads = config.n_heads
+        self.head_dim = config.dim // config.n_heads
+        self.scale = self.head_dim**-0.5
+        self.attn_implementation = attn_implementation
+        self.q_lin = nn.Linear(config.dim, config.dim, **kw)
+        self.k_lin = nn.Linear(config.dim, config.dim, **kw)
+        self.v_lin = nn.Linear(config.dim, config.dim, **kw)
+        self.out_lin = nn.Linear(config.dim, config.dim, **kw)
+        self.dropout = nn.Dropout(config.attention_dropout)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        return x.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)  # (batch, heads, seq, head_dim)
+
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` (batch, seq, dim), ``bias`` (batch, 1, 1, seq) additive -> (batch, seq, dim), probabilities."""
+        batch, seq, dim = x.shape
+        q, k, v = self.split_heads(self.q_lin(x)), self.split_heads(self.k_lin(x)), self.split_heads(self.v_lin(x))
+        probs = None
+        if self.attn_implementation == "sdpa" and not output_attentions:
+            p = self.dropout.p if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)  # (batch, heads, seq, hd)
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)).float() * self.scale  # (batch, heads, q_len, k_len)
+            if bias is not None:
+                scores = scores + bias
+            probs = torch.softmax(scores, dim=-1).to(q.dtype)  # (batch, heads, q_len, k_len)
+            context = torch.matmul(self.dropout(probs), v)  # (batch, heads, q_len, head_dim)
+        context = context.transpose(1, 2).reshape(batch, seq, dim)  # (batch, seq, dim)
+        return self.out_lin(context), probs
+
+
+class FFN(nn.Module):
+    """Position-wise feed-forward: lin1 -> activation -> lin2 -> dropout."""
+
+    def __init__(self, config: DistilBertConfig, *, device: Any = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(config.dim, config.hidden_dim, device=device, dtype=dtype)
+        self.lin2 = nn.Linear(config.hidden_dim, config.dim, device=device, dtype=dtype)
+        self.activation = activation_fn(config.activation)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.lin2(self.activation(self.lin1(x))))  # (batch, seq, dim)
+
+
+class TransformerBlock(nn.Module):
+    """One post-LayerNorm encoder block."""
+
+    def __init__(self, config: DistilBertConfig, *, attn_implementation: str = "sdpa", **kw: Any) -> None:
+        super().__init__()
+        self.attention = MultiHeadSelfAttention(config, attn_implementation=attn_implementation, **kw)
+        self.sa_layer_norm = nn.LayerNorm(config.dim, eps=1e-12, **kw)
+        self.ffn = FFN(config, **kw)
+        self.output_layer_norm = nn.LayerNorm(config.dim, eps=1e-12, **kw)
+
+    def forward(
+        self, x: torch.Tensor, bias: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a, probs = self.attention(x, bias, output_attentions)  # (batch, seq, dim)
+        h = self.sa_layer_norm(a + x)
+        out = self.output_layer_norm(self.ffn(h) + h)
+        return out, probs
+
+
+class Transformer(nn.Module):
+    """``n_layers`` blocks; returns plain tuples so it compiles with ``fullgraph=True``."""
+
+    def __init__(self, config: DistilBertConfig, *, attn_implementation: str = "sdpa", **kw: Any) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(
+            TransformerBlock(config, attn_implementation=attn_implementation, **kw) for _ in range(config.n_layers)
+        )
+        self.gradient_checkpointing = False
+        self.checkpoint_kwargs: dict[str, Any] = {"use_reentrant": False}
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """``x`` (batch, seq, dim) -> last hidden state, hidden states (n_layers + 1), attentions (n_layers)."""
+        hidden_states = (x,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for block in self.layer:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, probs = checkpoint(block, x, bias, output_attentions, **self.checkpoint_kwargs)
+            else:
+                x, probs = block(x, bias, output_attentions)  # (batch, seq, dim)
+            if hidden_states is not None:
+                hidden_states = (*hidden_states, x)
+            if attentions is not None:
+                attentions = (*attentions, probs)
+        return x, hidden_states, attentions
+
+
+class DistilBertModel(DistilBertPreTrainedModel):
+    """The bare encoder: ``last_hidden_state`` (batch, seq, dim)."""
+
+    head = "base"
+
+    def __init__(
+        self,
+        config: DistilBertConfig,
+        *,
+        attn_implementation: str = "sdpa",
+        device: Any = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> None:
+        super().__init__(config, attn_implementation=attn_implementation)
+        kw = self.factory_kwargs(device, dtype)
+        self.embeddings = Embeddings(config, **kw)
+        self.transformer = Transformer(config, attn_implementation=attn_implementation, **kw)
+        self.init_weights()
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        position_ids: Any = None,
+        inputs_embeds: Any = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        token_type_ids: Any = None,
+        head_mask: Any = None,
+    ) -> BaseModelOutput:
+        """``input_ids`` (batch, seq) or ``inputs_embeds`` (batch, seq, dim); ``attention_mask`` 1 = token, 0 = pad."""
+        input_ids, attention_mask, position_ids, inputs_embeds = prepare_inputs(
+            self, input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids, head_mask
+        )
+        x = self.embeddings(input_ids, position_ids, inputs_embeds)  # (batch, seq, dim)
+        bias = padding_bias(attention_mask, x.dtype)  # (batch, 1, 1, seq) or None
+        last, hidden_states, attentions = self.transformer(x, bias, output_attentions, output_hidden_states)
+        return BaseModelOutput(last_hidden_state=last, hidden_states=hidden_states, attentions=attentions)
+
+
+class _HeadModel(DistilBertPreTrainedModel):
+    """A head over ``self.distilbert``: builds the encoder, then the head's own layers via ``build_head``."""
+
+    def __init__(
+        self,
+        config: DistilBertConfig,
+        *,
+        attn_implementation: str = "sdpa",
+        device: Any = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> None:
+        super().__init__(config, attn_implementation=attn_implementation)
+        kw = self.factory_kwargs(device, dtype)
+        self.distilbert = DistilBertModel(config, attn_implementation=attn_implementation, **kw)
+        self.build_head(config, **kw)
+        self.init_weights(skip_prefix="distilbert.")  # the encoder initialised itself
+        self.tie_weights()
+
+    def build_head(self, config: DistilBertConfig, **kw: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define build_head")
+
+
+class DistilBertForMaskedLM(_HeadModel):
+    """Masked language modelling: ``logits`` (batch, seq, vocab); ``vocab_projector`` tied to the word embeddings."""
+
+    head = "masked_lm"
+
+    def build_head(self, config: DistilBertConfig, **kw: Any) -> None:
+        self.activation = activation_fn(config.activation)
+        self.vocab_transform = nn.Linear(config.dim, config.dim, **kw)
+        self.vocab_layer_norm = nn.LayerNorm(config.dim, eps=1e-12, **kw)
+        self.vocab_projector = nn.Linear(config.dim, config.vocab_size, **kw)
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        labels: Any = None,
+        **inputs: Any,
+    ) -> MaskedLMOutput:
+        """``labels`` (batch, seq): token ids to predict, -100 where no loss is wanted."""
+        out = self.distilbert(input_ids, attention_mask, **inputs)
+        h = self.activation(self.vocab_transform(out.last_hidden_state))  # (batch, seq, dim)
+        logits = self.vocab_projector(self.vocab_layer_norm(h))  # (batch, seq, vocab)
+        loss = None
+        if labels is not None:
+            labels = check_class_labels(as_labels(labels, logits), self.config.vocab_size, logits.shape[:-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+class DistilBertForSequenceClassification(_HeadModel):
+    """Sentence classification / regression on the first token: ``logits`` (batch, num_labels)."""
+
+    head = "sequence_classification"
+
+    def build_head(self, config: DistilBertConfig, **kw: Any) -> None:
+        self.pre_classifier = nn.Linear(config.dim, config.dim, **kw)
+        self.classifier = nn.Linear(config.dim, config.num_labels, **kw)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        labels: Any = None,
+        **inputs: Any,
+    ) -> SequenceClassifierOutput:
+        """``labels``: (batch,) class ids, (batch, num_labels) floats for multi-label, or floats for regression."""
+        out = self.distilbert(input_ids, attention_mask, **inputs)
+        pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))  # (batch, dim)
+        logits = self.classifier(self.dropout(pooled))  # (batch, num_labels)
+        loss = None
+        if labels is not None:
+            labels = as_labels(labels, logits)
+            loss = sequence_classification_loss(self.config, logits, labels)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+
+
+def sequence_classification_loss(config: DistilBertConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MSE, cross-entropy or binary cross-entropy, chosen per call (the config is never changed)."""
+    integer_labels = not labels.is_floating_point() and labels.dtype != torch.bool
+    problem_type = problem_type_for(config, integer_labels)
+    if problem_type == "regression":
+        check_same_numel(labels, logits, "regression")
+        return F.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
+    if problem_type == "single_label_classification":
+        labels = check_class_labels(labels, config.num_labels, logits.shape[:1])
+        return F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    check_same_numel(labels, logits, "multi-label classification")
+    return F.binary_cross_entropy_with_logits(logits, labels.reshape(logits.shape).to(logits.dtype))
+
+
+class DistilBertForMultipleChoice(_HeadModel):
+    """Scores ``num_choices`` candidates per example: inputs (batch, choices, seq) -> ``logits`` (batch, choices)."""
+
+    head = "multiple_choice"
+
+    def build_head(self, config: DistilBertConfig, **kw: Any) -> None:
+        self.pre_classifier = nn.Linear(config.dim, config.dim, **kw)
+        self.classifier = nn.Linear(config.dim, 1, **kw)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        labels: Any = None,
+        **inputs: Any,
+    ) -> MultipleChoiceModelOutput:
+        """``labels`` (batch,): index of the right choice."""
+        num_choices, flat = flatten_choices(self, input_ids, attention_mask, **inputs)
+        out = self.distilbert(**flat)  # (batch * choices, seq, dim)
+        pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))  # (batch * choices, dim)
+        logits = self.classifier(self.dropout(pooled)).view(-1, num_choices)  # (batch, choices)
+        loss = None
+        if labels is not None:
+            labels = check_class_labels(as_labels(labels, logits), num_choices, logits.shape[:1])
+            loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        return MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+
+
+class DistilBertForTokenClassification(_HeadModel):
+    """Per-token classification (NER): ``logits`` (batch, seq, num_labels)."""
+
+    head = "token_classification"
+
+    def build_head(self, config: DistilBertConfig, **kw: Any) -> None:
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.dim, config.num_labels, **kw)
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        labels: Any = None,
+        **inputs: Any,
+    ) -> TokenClassifierOutput:
+        """``labels`` (batch, seq): class ids, -100 for tokens without a label."""
+        out = self.distilbert(input_ids, attention_mask, **inputs)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (batch, seq, num_labels)
+        loss = None
+        if labels is not None:
+            labels = check_class_labels(as_labels(labels, logits), self.config.num_labels, logits.shape[:-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
+
+
+class DistilBertForQuestionAnswering(_HeadModel):
+    """Extractive QA: ``start_logits`` and ``end_logits`` (batch, seq)."""
+
+    head = "question_answering"
+
+    def build_head(self, config: DistilBertConfig, **kw: Any) -> None:
+        check_qa_config(config)
+        self.dropout = nn.Dropout(config.qa_dropout)
+        self.qa_outputs = nn.Linear(config.dim, 2, **kw)
+
+    def forward(
+        self,
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        *,
+        start_positions: Any = None,
+        end_positions: Any = None,
+        **inputs: Any,
+    ) -> QuestionAnsweringModelOutput:
+        """``start_positions`` / ``end_positions`` (batch,): clamped to [0, seq]; positions == seq are ignored."""
+        out = self.distilbert(input_ids, attention_mask, **inputs)
+        logits = self.qa_outputs(self.dropout(out.last_hidden_state))  # (batch, seq, 2)
+        start_logits, end_logits = logits[..., 0].contiguous(), logits[..., 1].contiguous()  # (batch, seq) each
+        loss = None
+        if (start_positions is None) != (end_positions is None):
+            raise ValueError("pass both start_positions and end_positions to compute the QA loss, or neither")
+        if start_positions is not None:
+            seq_len = start_logits.shape[1]
+            start = as_labels(start_positions, start_logits, "start_positions").reshape(-1).clamp(0, seq_len)
+            end = as_labels(end_positions, end_logits, "end_positions").reshape(-1).clamp(0, seq_len)
+            start_loss = F.cross_entropy(start_logits, start, ignore_index=seq_len)
+            end_loss = F.cross_entropy(end_logits, end, ignore_index=seq_len)
+            loss = (start_loss + end_loss) / 2
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )

@@ -1,0 +1,270 @@
+"""Hub resolution without network: a cache folder in huggingface_hub's layout, and a local fake Hub endpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+import huggingface_hub.constants
+import numpy as np
+import pytest
+
+from distilbert_mf import DistilBertConfig
+from distilbert_mf.checkpoint import load_pretrained
+from distilbert_mf.checkpoint.hub import (
+    CheckpointNotFoundError,
+    NotInCacheError,
+    NoWeightsFoundError,
+    resolve_checkpoint,
+    resolve_file,
+)
+from distilbert_mf.checkpoint.io import read_weights, write_weights
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
+
+
+@pytest.fixture(scope="module")
+def tiny_files(shared_data: Path) -> dict[str, bytes]:
+    folder = shared_data / "tiny-random-distilbert"
+    return {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors", "vocab.txt")}
+
+
+def make_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT, ref: str = "main") -> Path:
+    """A cache entry as hf_hub_download leaves it: blobs, snapshot symlinks, refs/<ref> -> commit."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(Path("../../blobs") / blob.name)
+    return snapshot
+
+
+# ------------------------------------------------------------------ cache folder, offline (conftest sets HF_HUB_OFFLINE)
+
+
+def test_resolves_from_cache_offline(tmp_path: Path, tiny_files) -> None:
+    snapshot = make_cache(tmp_path, "org/tiny", tiny_files)
+    folder, fmt, files = resolve_checkpoint("org/tiny", cache_dir=tmp_path)
+    assert (folder, fmt, files) == (snapshot, "safetensors", [snapshot / "model.safetensors"])
+    assert resolve_checkpoint("org/tiny", cache_dir=tmp_path, revision=COMMIT)[0] == snapshot
+    config, arrays, _ = load_pretrained("org/tiny", "base", cache_dir=tmp_path)
+    assert config.vocab_size == 1124 and arrays["embeddings.word_embeddings.weight"].shape == (1124, 32)
+    assert DistilBertConfig.from_pretrained("org/tiny", cache_dir=tmp_path).dim == 32
+    assert resolve_file("org/tiny", "vocab.txt", cache_dir=tmp_path) == snapshot / "vocab.txt"
+    assert resolve_file("org/tiny", "tokenizer.json", cache_dir=tmp_path, optional=True) is None
+
+
+def test_sharded_checkpoint_from_cache(tmp_path: Path, tiny_config) -> None:
+    rng = np.random.default_rng(0)
+    from distilbert_mf.checkpoint import expected_shapes
+
+    state = {k: rng.standard_normal(s).astype(np.float32) for k, s in expected_shapes(tiny_config, "base").items()}
+    written = tmp_path / "written"
+    write_weights(written, state, "flax_msgpack", head="base", config=tiny_config, max_shard_size="8KB")
+    tiny_config.save_pretrained(written)
+    cache = tmp_path / "cache"
+    snapshot = make_cache(cache, "org/sharded", {p.name: p.read_bytes() for p in written.iterdir()})
+    folder, fmt, files = resolve_checkpoint("org/sharded", cache_dir=cache)
+    assert (folder, fmt) == (snapshot, "flax_msgpack") and len(files) > 2
+    got = read_weights(files, fmt)
+    assert all(np.array_equal(got[k], state[k]) for k in state)
+
+
+def test_offline_and_absent_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    start = time.monotonic()
+    with pytest.raises(NotInCacheError) as info:
+        resolve_checkpoint("org/never-downloaded", cache_dir=tmp_path)
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert "'org/never-downloaded'" in message and str(tmp_path) in message
+    assert "HF_HUB_OFFLINE" in message and "config.json" in message and "local folder" in message
+    assert isinstance(info.value, OSError)
+
+
+def test_local_files_only_names_the_reason(tmp_path: Path, tiny_files, monkeypatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    make_cache(tmp_path, "org/configonly", {"config.json": tiny_files["config.json"]})
+    with pytest.raises(NotInCacheError, match=r"local_files_only=True.*model.safetensors"):
+        resolve_checkpoint("org/configonly", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_not_a_folder_nor_a_repo_id(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointNotFoundError, match=r"not a local folder.*not a valid Hugging Face Hub repo id"):
+        resolve_checkpoint(str(tmp_path / "no" / "such" / "folder"))
+    (tmp_path / "file.bin").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        resolve_checkpoint(tmp_path / "file.bin")
+
+
+def test_local_folder_errors(tmp_path: Path, tiny_files) -> None:
+    (tmp_path / "config.json").write_bytes(tiny_files["config.json"])
+    with pytest.raises(
+        NoWeightsFoundError, match=r"model.safetensors, model.safetensors.index.json, pytorch_model.bin"
+    ):
+        resolve_checkpoint(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match=r"has no tokenizer.json"):
+        resolve_file(tmp_path, "tokenizer.json")
+    assert resolve_file(tmp_path, "tokenizer.json", optional=True) is None
+
+
+# ------------------------------------------------------------------ a fake Hub endpoint on 127.0.0.1
+
+
+class FakeHub:
+    """Answers HEAD/GET /{repo_id}/resolve/{revision}/{filename} like the Hub (headers hf_hub_download reads)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = {}  # repo -> revision -> (commit, files)
+        self.requests: list[tuple[str, str]] = []
+
+    def add(self, repo_id: str, files: dict[str, bytes], revision: str = "main", commit: str = COMMIT) -> None:
+        self.repos.setdefault(repo_id, {})[revision] = (commit, files)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def _answer(self, body: bool) -> None:
+                hub.requests.append((self.command, self.path))
+                path = unquote(self.path.split("?")[0]).lstrip("/")
+                repo_id, sep, rest = path.partition("/resolve/")
+                revision, _, filename = rest.partition("/")
+                status, headers, data = 404, {"X-Error-Code": "RepoNotFound"}, b""
+                if sep and repo_id in hub.repos:
+                    revisions = hub.repos[repo_id]
+                    commit, files = revisions.get(revision) or next(
+                        ((c, f) for c, f in revisions.values() if c == revision), (None, None)
+                    )
+                    if commit is None:
+                        headers = {"X-Error-Code": "RevisionNotFound"}
+                    elif filename not in files:
+                        headers = {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}
+                    else:
+                        data = files[filename]
+                        status = 200
+                        headers = {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body and status == 200:
+                    self.wfile.write(data)
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def do_GET(self) -> None:
+                self._answer(body=True)
+
+        return Handler
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> Iterator[FakeHub]:
+    hub = FakeHub()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), hub.handler())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "")  # never send a real token to the fake endpoint
+    try:
+        yield hub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_downloads_from_endpoint_then_works_offline(tmp_path: Path, fake_hub: FakeHub, tiny_files, monkeypatch) -> None:
+    fake_hub.add("org/tiny", tiny_files)
+    folder, fmt, files = resolve_checkpoint("org/tiny", cache_dir=tmp_path)
+    assert fmt == "safetensors" and folder == tmp_path / "models--org--tiny" / "snapshots" / COMMIT
+    assert files[0].read_bytes() == tiny_files["model.safetensors"]
+    assert ("HEAD", "/org/tiny/resolve/main/config.json") in fake_hub.requests
+    assert (tmp_path / "models--org--tiny" / "refs" / "main").read_text() == COMMIT
+    # now offline: the same call is answered from the cache without a single request
+    fake_hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_checkpoint("org/tiny", cache_dir=tmp_path) == (folder, fmt, files)
+    assert fake_hub.requests == []
+
+
+def test_picks_the_best_format_present(tmp_path: Path, fake_hub: FakeHub, tiny_files, tiny_config) -> None:
+    rng = np.random.default_rng(0)
+    from distilbert_mf.checkpoint import expected_shapes
+
+    state = {k: rng.standard_normal(s).astype(np.float32) for k, s in expected_shapes(tiny_config, "base").items()}
+    written = tmp_path / "tf"
+    write_weights(written, state, "tf_h5", head="base", config=tiny_config, max_shard_size="10KB")
+    tiny_config.save_pretrained(written)
+    fake_hub.add("org/tf-only", {p.name: p.read_bytes() for p in written.iterdir()})
+    folder, fmt, files = resolve_checkpoint("org/tf-only", cache_dir=tmp_path / "cache")
+    assert fmt == "tf_h5" and len(files) > 1 and all(f.parent == folder for f in files)
+    asked = [path.rsplit("/", 1)[1] for method, path in fake_hub.requests if method == "HEAD"]
+    assert asked[:6] == [
+        "config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "tf_model.h5",
+    ]
+    got = read_weights(files, fmt)
+    assert np.array_equal(
+        got["distilbert.transformer.layer.1.ffn.lin1.weight"], state["transformer.layer.1.ffn.lin1.weight"]
+    )
+
+
+def test_endpoint_errors(tmp_path: Path, fake_hub: FakeHub, tiny_files) -> None:
+    fake_hub.add("org/no-weights", {"config.json": tiny_files["config.json"]})
+    with pytest.raises(NoWeightsFoundError, match=r"'org/no-weights'.*has no weights.*flax_model.msgpack.index.json"):
+        resolve_checkpoint("org/no-weights", cache_dir=tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="'org/missing' is neither a local folder nor a Hub repo"):
+        resolve_checkpoint("org/missing", cache_dir=tmp_path)
+    fake_hub.add("org/tiny", tiny_files)
+    with pytest.raises(CheckpointNotFoundError, match="revision 'v9' does not exist"):
+        resolve_checkpoint("org/tiny", cache_dir=tmp_path, revision="v9")
+    with pytest.raises(CheckpointNotFoundError, match=r"has no tokenizer.json"):
+        resolve_file("org/tiny", "tokenizer.json", cache_dir=tmp_path)
+    assert resolve_file("org/tiny", "tokenizer.json", cache_dir=tmp_path, optional=True) is None
+
+
+def test_revision_is_honoured(tmp_path: Path, fake_hub: FakeHub, tiny_files) -> None:
+    fake_hub.add("org/tiny", tiny_files)
+    changed = json.loads(tiny_files["config.json"])
+    changed["dropout"] = 0.25
+    fake_hub.add(
+        "org/tiny", {**tiny_files, "config.json": json.dumps(changed).encode()}, revision="v2", commit=OTHER_COMMIT
+    )
+    assert DistilBertConfig.from_pretrained("org/tiny", cache_dir=tmp_path).dropout == 0.1
+    config = DistilBertConfig.from_pretrained("org/tiny", cache_dir=tmp_path, revision="v2")
+    assert config.dropout == 0.25
+    folder, _, _ = resolve_checkpoint("org/tiny", cache_dir=tmp_path, revision=OTHER_COMMIT)
+    assert folder.name == OTHER_COMMIT
+
+
+def test_unreachable_hub_falls_back_to_cache(tmp_path: Path, fake_hub: FakeHub, tiny_files, monkeypatch) -> None:
+    """With the cache filled, a dead endpoint still resolves (huggingface_hub serves cached files)."""
+    fake_hub.add("org/tiny", tiny_files)
+    expected = resolve_checkpoint("org/tiny", cache_dir=tmp_path)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: connection refused
+    assert resolve_checkpoint("org/tiny", cache_dir=tmp_path) == expected
