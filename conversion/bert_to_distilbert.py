@@ -176,7 +176,7 @@ def bert_to_distilbert_config(
 def _normalise_bert_key(key: str) -> str:
     # BertForPreTraining / BertForMaskedLM store the encoder under "bert."; old checkpoints say gamma/beta
     if key.startswith("bert."):
-        key = key[len("bert."):]
+        key = key[len("bert.") :]
     if key.endswith(".gamma"):
         key = key[: -len(".gamma")] + ".weight"
     elif key.endswith(".beta"):
@@ -287,7 +287,7 @@ def copy_tokenizer_files(src: Path, dst: Path, *, model_max_length: int | None =
         # into every call of a tokenizer that honours the file as is
         fast["padding"] = None
         fast["truncation"] = None
-        (dst / "tokenizer.json").write_text(json.dumps(fast, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        (dst / "tokenizer.json").write_text(json.dumps(fast, ensure_ascii=False) + "\n", encoding="utf-8")
         written.append(dst / "tokenizer.json")
     if not written:
         logger.warning("%s has no tokenizer files (%s): the DistilBERT folder has no tokenizer", src, TOKENIZER_FILES)
@@ -302,8 +302,13 @@ def copy_tokenizer_files(src: Path, dst: Path, *, model_max_length: int | None =
     if model_max_length is not None:
         tokenizer_config.setdefault("model_max_length", model_max_length)
     _write_json(dst / "tokenizer_config.json", tokenizer_config)
-    special = {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]", "sep_token": "[SEP]",
-               "unk_token": "[UNK]"}
+    special = {
+        "cls_token": "[CLS]",
+        "mask_token": "[MASK]",
+        "pad_token": "[PAD]",
+        "sep_token": "[SEP]",
+        "unk_token": "[UNK]",
+    }
     if (src / "special_tokens_map.json").is_file():
         special = json.loads((src / "special_tokens_map.json").read_text(encoding="utf-8"))
     _write_json(dst / "special_tokens_map.json", special)
@@ -355,8 +360,13 @@ def convert_bert(
     if copy_tokenizer:
         copy_tokenizer_files(src, dst, model_max_length=config.max_position_embeddings)
     logger.info(
-        "converted %s (%d-layer BERT, %s) into %s: %s with teacher layers %s", src, n_teacher, fmt, dst,
-        "DistilBertForMaskedLM" if head == "masked_lm" else "DistilBertModel", layers,
+        "converted %s (%d-layer BERT, %s) into %s: %s with teacher layers %s",
+        src,
+        n_teacher,
+        fmt,
+        dst,
+        "DistilBertForMaskedLM" if head == "masked_lm" else "DistilBertModel",
+        layers,
     )
     return config
 
@@ -368,12 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("src", type=Path, help="BERT folder: config.json + weights (+ tokenizer files)")
     parser.add_argument("dst", type=Path, help="DistilBERT folder to write")
     parser.add_argument(
-        "--layers", type=parse_layers, default=None,
+        "--layers",
+        type=parse_layers,
+        default=None,
         help="teacher layers to keep, e.g. 0,2,4,7,9,11 (default: all when <= 6, else every other: 0,2,4,...)",
     )
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty destination")
     parser.add_argument(
-        "--allow-layer-norm-eps-mismatch", action="store_true",
+        "--allow-layer-norm-eps-mismatch",
+        action="store_true",
         help="convert a BERT whose layer_norm_eps is not 1e-12 (not exact)",
     )
     parser.add_argument("--no-tokenizer", action="store_true", help="do not copy the tokenizer files")
@@ -381,8 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         convert_bert(
-            args.src, args.dst, args.layers, overwrite=args.overwrite,
-            allow_layer_norm_eps_mismatch=args.allow_layer_norm_eps_mismatch, copy_tokenizer=not args.no_tokenizer,
+            args.src,
+            args.dst,
+            args.layers,
+            overwrite=args.overwrite,
+            allow_layer_norm_eps_mismatch=args.allow_layer_norm_eps_mismatch,
+            copy_tokenizer=not args.no_tokenizer,
         )
     except (OSError, ValueError, TypeError) as err:
         logger.error("%s", err)

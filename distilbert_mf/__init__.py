@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "DistilBertTokenizerFast": "distilbert_mf.tokenization",
     "pipeline": "distilbert_mf.pipelines",
     "convert": "distilbert_mf.conversion",
+    "check_parity": "distilbert_mf.parity",
 }
 _LAZY.update({name: "distilbert_mf.torch" for name in _FRAMEWORK_CLASSES})
 _LAZY.update({"TF" + name: "distilbert_mf.tensorflow" for name in _FRAMEWORK_CLASSES})

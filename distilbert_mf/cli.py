@@ -29,7 +29,8 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -185,12 +186,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from distilbert_mf.pipelines import pipeline, resolve_task
+    from distilbert_mf.pipelines import TASKS, pipeline, resolve_task
 
     task = resolve_task(args.task)
     params = _parse_params(args.param)
     if args.top_k is not None:
         params["top_k"] = args.top_k
+    TASKS[task].check_names(params)  # a misspelt parameter fails before any model is loaded
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}", code=2)
     items = list(_read_inputs(args.input, task))
@@ -322,23 +324,18 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
-class _open_output:
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.handle: TextIO | None = None
-
-    def __enter__(self) -> TextIO:
-        if self.target == "-":
-            return sys.stdout
-        try:
-            self.handle = open(self.target, "w", encoding="utf-8")
-        except OSError as err:
-            raise CLIError(f"cannot write output {self.target!r}: {err}") from err
-        return self.handle
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.handle is not None:
-            self.handle.close()
+@contextmanager
+def _open_output(target: str) -> Iterator[TextIO]:
+    """stdout for "-", else the file (created or truncated)."""
+    if target == "-":
+        yield sys.stdout
+        return
+    try:
+        handle = open(target, "w", encoding="utf-8")
+    except OSError as err:
+        raise CLIError(f"cannot write output {target!r}: {err}") from err
+    with handle:
+        yield handle
 
 
 def _json_default(value: Any) -> Any:
@@ -458,6 +455,33 @@ register(
         _env,
     )
 )
+
+
+# -- convert, parity: options and runners live next to their APIs (distilbert_mf.conversion / .parity) --------------
+def _register_conversion_and_parity() -> None:
+    from distilbert_mf import conversion, parity
+
+    register(
+        Command(
+            "convert",
+            "convert a checkpoint between weight formats (safetensors, pytorch_bin, tf_h5, flax_msgpack), losslessly",
+            conversion.add_cli_arguments,
+            conversion.run_cli,
+            epilog=conversion.CLI_EPILOG,
+        )
+    )
+    register(
+        Command(
+            "parity",
+            "run a checkpoint in every installed framework and compare every output (exit 1 past --atol)",
+            parity.add_cli_arguments,
+            parity.run_cli,
+            epilog=parity.CLI_EPILOG,
+        )
+    )
+
+
+_register_conversion_and_parity()
 
 
 if __name__ == "__main__":

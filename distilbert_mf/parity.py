@@ -7,12 +7,15 @@ map) for each framework pair, plus argmax agreement. The ``distilbert-mf parity`
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import logging
+import math
 import os
+import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +34,34 @@ SAMPLE_TEXTS = (
     "A much longer sentence that keeps going so that the other rows of the batch need plenty of padding tokens "
     "at their ends, which exercises the attention mask in every framework.",
 )
+MAX_LENGTH = 64  # tokens per row of the parity batch
+LOGIT_KEYS = ("logits", "start_logits", "end_logits")
 
 
 @dataclass
 class PairResult:
-    """Differences between two frameworks' outputs."""
+    """Differences between two frameworks' outputs.
+
+    ``argmax_mismatches`` counts predictions (rows, or real tokens) whose argmax differs by more than a near-tie:
+    where one framework's choice scores within ``atol`` of the other's best, the two agree.
+    """
 
     frameworks: tuple[str, str]
-    max_abs_diff: dict[str, float] = field(default_factory=dict)  # output name -> max |Δ|
-    argmax_agree: bool = True
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # output name -> max |Δ| (NaN: a NaN output)
+    argmax_mismatches: int = 0
+    argmax_compared: bool = False  # False for the base model: it has no logits
+
+    @property
+    def argmax_agree(self) -> bool:
+        return self.argmax_mismatches == 0
 
     @property
     def worst(self) -> float:
-        return max(self.max_abs_diff.values(), default=0.0)
+        """The largest difference; ``inf`` when an output is NaN or missing in one framework."""
+        values = list(self.max_abs_diff.values())
+        if any(not math.isfinite(v) for v in values):
+            return math.inf
+        return max(values, default=0.0)
 
 
 @dataclass
@@ -58,38 +76,80 @@ class ParityReport:
     pairs: list[PairResult]
 
     @property
+    def worst(self) -> float:
+        return max((p.worst for p in self.pairs), default=0.0)
+
+    @property
     def passed(self) -> bool:
         return all(p.worst <= self.atol and p.argmax_agree for p in self.pairs)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["passed"] = self.passed
-        return data
+        """JSON-ready: non-finite differences become ``null``."""
+        return {
+            "model": self.model,
+            "head": self.head,
+            "frameworks": list(self.frameworks),
+            "atol": self.atol,
+            "batch_shape": list(self.batch_shape),
+            "passed": self.passed,
+            "max_abs_diff": _finite_or_none(self.worst),
+            "pairs": [
+                {
+                    "frameworks": list(p.frameworks),
+                    "max_abs_diff": {k: _finite_or_none(v) for k, v in p.max_abs_diff.items()},
+                    "worst": _finite_or_none(p.worst),
+                    "argmax_agree": p.argmax_agree,
+                    "argmax_mismatches": p.argmax_mismatches,
+                    "argmax_compared": p.argmax_compared,
+                }
+                for p in self.pairs
+            ],
+        }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def table(self) -> str:
-        """A plain-text table: one row per output, one column per framework pair."""
+        """A plain-text table: one row per output, one column per framework pair, then the verdict."""
         names = list(dict.fromkeys(n for p in self.pairs for n in p.max_abs_diff))
         headers = ["output"] + ["-".join(p.frameworks) for p in self.pairs]
-        rows = [[n] + [f"{p.max_abs_diff.get(n, float('nan')):.2e}" for p in self.pairs] for n in names]
-        rows.append(["argmax agrees"] + [("yes" if p.argmax_agree else "NO") for p in self.pairs])
+        rows = [[n] + [f"{p.max_abs_diff.get(n, math.nan):.2e}" for p in self.pairs] for n in names]
+        rows.append(["argmax agrees"] + [_agreement(p) for p in self.pairs])
         widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [headers, *rows]]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [headers, *rows]]
         verdict = "PASS" if self.passed else "FAIL"
-        lines.append(f"{verdict}: max |Δ| {max((p.worst for p in self.pairs), default=0.0):.2e} (atol {self.atol:.0e})")
+        title = f"{self.model} ({self.head}), batch {tuple(self.batch_shape)}"
+        lines.insert(0, title)
+        lines.append(f"{verdict}: max |Δ| {self.worst:.2e} (atol {self.atol:.0e})")
         return "\n".join(lines)
 
 
-def _inputs(folder: Path | None, config: Any, texts: Sequence[str], head: str) -> dict[str, np.ndarray]:
-    """A padded batch: tokenised ``texts`` when the checkpoint has a tokenizer, else seeded random ids."""
-    tokenizer = None
-    if folder is not None and ((folder / "vocab.txt").is_file() or (folder / "tokenizer.json").is_file()):
-        from distilbert_mf.tokenization import DistilBertTokenizerFast
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
-        tokenizer = DistilBertTokenizerFast.from_pretrained(folder)
-    max_len = min(64, config.max_position_embeddings)
+
+def _agreement(pair: PairResult) -> str:
+    if not pair.argmax_compared:
+        return "n/a"
+    return "yes" if pair.argmax_agree else f"NO ({pair.argmax_mismatches})"
+
+
+def _tokenizer(name_or_path: str | os.PathLike[str], hub: dict[str, Any]) -> Any:
+    """The checkpoint's tokenizer, or ``None`` when it ships no vocabulary."""
+    from distilbert_mf.checkpoint.hub import resolve_file
+    from distilbert_mf.tokenization import DistilBertTokenizerFast
+
+    if not any(resolve_file(name_or_path, f, optional=True, **hub) for f in ("tokenizer.json", "vocab.txt")):
+        return None
+    return DistilBertTokenizerFast.from_pretrained(name_or_path, **hub)
+
+
+def make_inputs(config: Any, texts: Sequence[str], head: str, tokenizer: Any = None) -> dict[str, np.ndarray]:
+    """A padded batch: ``texts`` tokenised when there is a tokenizer, else seeded random ids of varied lengths.
+
+    input_ids / attention_mask (batch, seq); multiple choice: (batch, 2, seq), each row paired with the next one.
+    """
+    max_len = min(MAX_LENGTH, config.max_position_embeddings)
     if tokenizer is not None:
         enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="np")
         ids = np.asarray(enc["input_ids"], dtype=np.int32)
@@ -97,24 +157,29 @@ def _inputs(folder: Path | None, config: Any, texts: Sequence[str], head: str) -
     else:
         rng = np.random.default_rng(0)
         lengths = rng.integers(2, max_len + 1, size=len(texts))
-        ids = rng.integers(0, config.vocab_size, size=(len(texts), int(lengths.max()))).astype(np.int32)
-        mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int32)
-    ids = np.where(mask == 1, ids, config.pad_token_id).astype(np.int32)
-    if head == "multiple_choice":  # two choices per example: each row paired with the next one
+        lengths[0] = max_len  # at least one full row: the batch's length is max_len
+        ids = rng.integers(0, config.vocab_size, size=(len(texts), max_len)).astype(np.int32)
+        mask = (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int32)
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    ids = np.where(mask == 1, ids, pad).astype(np.int32)
+    if head == "multiple_choice":
         ids = np.stack([ids, np.roll(ids, 1, axis=0)], axis=1)
         mask = np.stack([mask, np.roll(mask, 1, axis=0)], axis=1)
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _run(framework: str, name_or_path: str, head: str, inputs: dict[str, np.ndarray], load_kwargs: dict[str, Any]):
-    cls = model_class(framework, head)
-    model = cls.from_pretrained(name_or_path, **load_kwargs)
-    kwargs = dict(output_hidden_states=True, output_attentions=True)
+def run_framework(framework: str, model: Any, inputs: dict[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
+    """Run ``model`` in inference mode on numpy ``inputs`` with every hidden state and attention map.
+
+    Returns ``{"logits": ..., "hidden_states[0]": ..., "attentions[0]": ...}`` as float64 numpy arrays (tuples
+    flattened into one entry per item; a loss, when labels are passed, under ``"loss"``). ``kwargs`` go to the call.
+    """
+    kwargs = {"output_hidden_states": True, "output_attentions": True, **kwargs}
     if framework == "pt":
         import torch
 
         with torch.no_grad():
-            out = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in inputs.items()}, **kwargs)
+            out = model(**inputs, **kwargs)
     elif framework == "tf":
         out = model(**inputs, training=False, **kwargs)
     else:
@@ -130,15 +195,42 @@ def _run(framework: str, name_or_path: str, head: str, inputs: dict[str, np.ndar
     return result
 
 
-def _argmax_agree(key: str, a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> bool:
-    """Same predicted class / position, looking at real (unpadded) tokens only."""
-    if key != "logits":  # start/end logits (batch, seq): the best real position
+def argmax_mismatches(key: str, a: np.ndarray, b: np.ndarray, mask: np.ndarray, atol: float) -> int:
+    """How many predictions differ beyond a near-tie, over real (unpadded) tokens only.
+
+    logits (batch, classes) or (batch, seq, classes) with mask (batch, seq); start/end logits (batch, seq): the
+    best real position. A prediction disagrees when either framework scores the other's choice more than ``atol``
+    below its own best.
+    """
+    if key != "logits":  # start/end logits: positions are the classes, padding excluded
         a, b = np.where(mask, a, -np.inf), np.where(mask, b, -np.inf)
-        return bool(np.all(np.argmax(a, -1) == np.argmax(b, -1)))
-    same = np.argmax(a, -1) == np.argmax(b, -1)
-    if a.ndim == 3:  # token-level logits (batch, seq, classes)
-        same = same[mask]
-    return bool(np.all(same))
+    ia, ib = np.argmax(a, -1), np.argmax(b, -1)
+    best_a, best_b = np.max(a, -1), np.max(b, -1)
+    a_at_b = np.take_along_axis(a, ib[..., None], -1)[..., 0]
+    b_at_a = np.take_along_axis(b, ia[..., None], -1)[..., 0]
+    differs = (ia != ib) & ((a_at_b < best_a - atol) | (b_at_a < best_b - atol))
+    if key == "logits" and a.ndim == 3:  # token-level logits: real tokens only
+        differs = differs[mask]
+    return int(np.sum(differs))
+
+
+def compare(results: dict[str, dict[str, np.ndarray]], mask: np.ndarray, atol: float) -> list[PairResult]:
+    """Every framework pair: max |Δ| per output, argmax mismatches of the logits."""
+    pairs = []
+    for a, b in itertools.combinations(results, 2):
+        pair = PairResult((a, b))
+        for key in dict.fromkeys([*results[a], *results[b]]):
+            if key not in results[a] or key not in results[b] or results[a][key].shape != results[b][key].shape:
+                pair.max_abs_diff[key] = math.inf
+                continue
+            diff = np.abs(results[a][key] - results[b][key])
+            pair.max_abs_diff[key] = float(np.max(diff, initial=0.0)) if not np.isnan(diff).any() else math.nan
+        for key in LOGIT_KEYS:
+            if key in results[a] and key in results[b] and math.isfinite(pair.max_abs_diff[key]):
+                pair.argmax_compared = True
+                pair.argmax_mismatches += argmax_mismatches(key, results[a][key], results[b][key], mask, atol)
+        pairs.append(pair)
+    return pairs
 
 
 def check_parity(
@@ -155,33 +247,52 @@ def check_parity(
 ) -> ParityReport:
     """Run the checkpoint in each framework (default: every installed one) and compare all outputs.
 
-    ``head`` defaults to the checkpoint's own (from ``architectures`` or its keys). Needs two frameworks.
-    """
-    from distilbert_mf.checkpoint.hub import resolve_checkpoint
-    from distilbert_mf.checkpoint.io import read_weights
-    from distilbert_mf.config import DistilBertConfig
-    from distilbert_mf.conversion import infer_head
+    Args:
+        name_or_path: a folder, Hub repo id or built-in name holding any weights format.
+        frameworks: two or more of ``pt``, ``tf``, ``flax`` (aliases torch/tensorflow/jax); default: installed ones.
+        texts: the inputs, one per batch row (default: :data:`SAMPLE_TEXTS`); tokenised with the checkpoint's
+            tokenizer, or replaced by seeded random ids of the same count when it has none.
+        atol: the largest max |Δ| allowed on any output.
+        head: the head to run (default: the checkpoint's own, from ``architectures`` or its keys). The checkpoint
+            must hold that head's weights: randomly initialised layers would differ between frameworks.
 
-    names = [normalize_framework(f) for f in (frameworks or available_frameworks())]
-    names = list(dict.fromkeys(names))
-    missing = [f for f in names if f not in available_frameworks()]
+    Raises ``ValueError`` for bad arguments and ``ImportError`` for a framework that is not installed.
+    """
+    from distilbert_mf.checkpoint.loading import load_pretrained
+    from distilbert_mf.checkpoint.names import ARCHITECTURES, check_head
+    from distilbert_mf.conversion import read_checkpoint
+
+    names = list(dict.fromkeys(normalize_framework(f) for f in (frameworks or available_frameworks())))
+    installed = available_frameworks()
+    missing = [f for f in names if f not in installed]
     if missing:
-        raise ImportError(f"framework(s) {missing} not installed; installed: {available_frameworks()}")
+        raise ImportError(
+            f"framework(s) {missing} not installed (installed: {installed}); pip install 'distilbert-mf[all]'"
+        )
     if len(names) < 2:
         raise ValueError(
             f"parity needs at least two frameworks, got {names}; install more: pip install 'distilbert-mf[all]'"
         )
-    if not atol > 0:
-        raise ValueError(f"atol must be positive, got {atol}")
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not atol > 0 or not math.isfinite(atol):
+        raise ValueError(f"atol must be a positive finite number, got {atol!r}")
+    if texts is not None:
+        texts = [str(t) for t in texts]
+        if not texts:
+            raise ValueError("texts is empty: give at least one input text (or None for the built-in samples)")
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
-    folder, fmt, files = resolve_checkpoint(name_or_path, **hub)
-    config = DistilBertConfig.from_json_file(Path(folder) / "config.json")
     if head is None:
-        head = infer_head(config, read_weights(files, fmt))
-    texts = list(texts) if texts else list(SAMPLE_TEXTS)
-    if not texts:
-        raise ValueError("no input texts")
-    inputs = _inputs(Path(folder), config, texts, head)
+        config, head, fmt, _ = read_checkpoint(name_or_path, **hub)
+    else:
+        check_head(head)
+        config, _, report = load_pretrained(name_or_path, head, **hub)
+        if report.missing:
+            raise ValueError(
+                f"{name_or_path} has no weights for {len(report.missing)} key(s) of {ARCHITECTURES[head]} "
+                f"({report.missing[:4]}...): each framework would initialise them differently; pick the head the "
+                "checkpoint was saved with"
+            )
+        fmt = report.source
+    inputs = make_inputs(config, texts or SAMPLE_TEXTS, head, _tokenizer(name_or_path, hub))
     logger.info(
         "parity of %s (%s, %s) over %s on a batch of shape %s",
         name_or_path,
@@ -190,19 +301,88 @@ def check_parity(
         names,
         inputs["input_ids"].shape,
     )
-    results = {f: _run(f, str(name_or_path), head, inputs, hub) for f in names}
+    results = {}
+    for framework in names:
+        model = model_class(framework, head).from_pretrained(name_or_path, **hub)
+        results[framework] = run_framework(framework, model, inputs)
+        del model
     mask = inputs["attention_mask"].astype(bool)
-    pairs = []
-    for a, b in itertools.combinations(names, 2):
-        pair = PairResult((a, b))
-        for key in results[a]:
-            if key not in results[b]:
-                pair.max_abs_diff[key] = float("inf")
-                continue
-            pair.max_abs_diff[key] = float(np.max(np.abs(results[a][key] - results[b][key]), initial=0.0))
-        for key in ("logits", "start_logits", "end_logits"):
-            if key in results[a] and key in results[b]:
-                agree = _argmax_agree(key, results[a][key], results[b][key], mask)
-                pair.argmax_agree = pair.argmax_agree and agree
-        pairs.append(pair)
-    return ParityReport(str(name_or_path), head, names, atol, tuple(inputs["input_ids"].shape), pairs)
+    pairs = compare(results, mask, atol)
+    return ParityReport(str(name_or_path), head, names, float(atol), tuple(inputs["input_ids"].shape), pairs)
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+CLI_EPILOG = """\
+exit status: 0 every framework pair within --atol with the same argmax; 1 past tolerance or an argmax
+disagreement; 2 the check could not run (bad arguments, unreadable model, fewer than two frameworks).
+
+examples:
+  distilbert-mf parity ./my-finetuned-model
+  distilbert-mf parity ./my-finetuned-model --frameworks pt,flax --texts dev_sentences.txt --json
+  distilbert-mf parity distilbert-base-uncased --head masked_lm --atol 1e-4
+"""
+
+
+USAGE_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``distilbert-mf parity``."""
+    from distilbert_mf.checkpoint.names import HEADS
+
+    parser.add_argument("model", help="checkpoint folder, Hub repo id or built-in short name (any weights format)")
+    parser.add_argument(
+        "--frameworks", default=None, help="comma-separated frameworks among pt,tf,flax (default: every installed one)"
+    )
+    parser.add_argument(
+        "--texts",
+        default=None,
+        metavar="FILE",
+        help="input texts, one per line ('-' for stdin; default: built-in samples)",
+    )
+    parser.add_argument(
+        "--atol", type=float, default=1e-5, help="largest max |Δ| allowed on any output (default: 1e-5)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--head", choices=HEADS, default=None, help="head to run (default: the checkpoint's own)")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit of MODEL")
+    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for Hub downloads")
+    parser.add_argument("--local-files-only", action="store_true", help="never download: use the local cache only")
+
+
+def _read_texts(source: str) -> list[str]:
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        lines = Path(source).expanduser().read_text(encoding="utf-8").splitlines()
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise ValueError(f"--texts {source} holds no text: give one input text per line")
+    return texts
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``distilbert-mf parity``: print the table (or JSON); 0 pass, 1 parity failure, 2 could not run."""
+    try:
+        frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()] if args.frameworks else None
+        report = check_parity(
+            args.model,
+            frameworks=frameworks,
+            texts=_read_texts(args.texts) if args.texts else None,
+            atol=args.atol,
+            head=args.head,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+            local_files_only=args.local_files_only,
+        )
+    except USAGE_ERRORS as err:  # the check could not run: exit 2, never 1 (1 means the frameworks disagree)
+        if args.verbose:
+            logger.error("traceback", exc_info=err)
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        sys.stderr.write(f"distilbert-mf parity: error: {message}\n")
+        return 2
+    sys.stdout.write((report.to_json() if args.json else report.table()) + "\n")
+    if not report.passed:
+        logger.error("parity FAILED for %s: max |Δ| %.2e, atol %.0e", args.model, report.worst, report.atol)
+    return 0 if report.passed else 1

@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -28,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "distilbert_mf" / "models" / "minilm-sst2"
 SHORT_NAME = "distilbert-mf/minilm-sst2"
 EXAMPLE = "I love using Hugging Face Transformers!"
+PATH_ARGS = ("base_model", "data_dir", "output_dir")  # machine-specific, left out of the card's command
 FRAMEWORK_NAMES = {"pt": "PyTorch", "tf": "TensorFlow (Keras 3)", "flax": "Flax NNX"}
 
 logger = logging.getLogger("package_default_model")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_sentiment import LABELS, read_tsv  # noqa: E402  (the recipe's own reader and labels)
+from train_sentiment import LABELS, TrainingArgs, read_tsv  # noqa: E402  (the recipe's own reader and labels)
 
 
 def dev_accuracy(folder: Path, framework: str, dtype: str | None, data_dir: Path) -> dict[str, Any]:
@@ -48,10 +50,23 @@ def dev_accuracy(folder: Path, framework: str, dtype: str | None, data_dir: Path
     correct = sum(p == LABELS[int(y)] for p, y in zip(predicted, labels))
     example = classifier(EXAMPLE)[0]
     return {
-        "framework": framework, "dtype": dtype or "auto (bfloat16)", "accuracy": correct / len(labels),
-        "correct": correct, "total": len(labels), "seconds": round(seconds, 1), "predictions": predicted,
+        "framework": framework,
+        "dtype": dtype,
+        "accuracy": correct / len(labels),
+        "correct": correct,
+        "total": len(labels),
+        "seconds": round(seconds, 1),
+        "predictions": predicted,
         "example": example,
     }
+
+
+def _flag(item: tuple[str, Any]) -> str:
+    """``("bf16", True)`` -> ``--bf16``; ``("threads", 1)`` -> ``--threads 1``."""
+    name, value = item[0].replace("_", "-"), item[1]
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no-{name}"
+    return f"--{name} {value}"
 
 
 def model_card(training_args: dict[str, Any], metrics: dict[str, Any], evaluations: list[dict[str, Any]]) -> str:
@@ -70,7 +85,14 @@ def model_card(training_args: dict[str, Any], metrics: dict[str, Any], evaluatio
     shown = {k: (Path(v).name if k in ("base_model", "data_dir") else v) for k, v in training_args.items()}
     args = "\n".join(f"| `{k}` | `{v}` |" for k, v in shown.items() if k not in ("output_dir", "log_every"))
     example = evaluations[0]["example"]
+    example = f"[{{'label': '{example['label']}', 'score': {example['score']:.4f}}}]"
     minutes = metrics["train_seconds"] / 60
+    where = f"{training_args['threads']} CPU thread(s)" if training_args["device"] == "cpu" else training_args["device"]
+    defaults = dataclasses.asdict(TrainingArgs())
+    changed = {k: v for k, v in training_args.items() if defaults.get(k) != v and k not in PATH_ARGS}
+    command = " ".join(
+        ["python examples/train_sentiment.py --output-dir runs/minilm-sst2", *map(_flag, changed.items())]
+    )
     return f"""---
 language: en
 license: apache-2.0
@@ -95,7 +117,7 @@ from distilbert_mf import pipeline
 
 classifier = pipeline("text-classification")  # this model; or model="{SHORT_NAME}"
 classifier("{EXAMPLE}")
-# [{json.dumps(example)}]
+# {example}
 ```
 
 ## Origin and license
@@ -109,11 +131,12 @@ classifier("{EXAMPLE}")
 
 ## Training
 
-`python examples/train_sentiment.py --output-dir runs/minilm-sst2` (this repository), then
-`python examples/package_default_model.py runs/minilm-sst2`. One epoch, AdamW, linear warmup then linear decay,
-length-grouped batches, seeded (same machine and library versions give the same weights).
-{metrics['train_steps']} steps in {minutes:.1f} minutes on {training_args['threads']} CPU thread(s)
-(torch {metrics['torch']}, Python {metrics['python']}); weights then cast to bfloat16.
+`{command}` (this repository), then `python examples/package_default_model.py RUN_DIR`:
+{training_args["epochs"]} epoch(s), AdamW, linear warmup then linear decay, length-grouped batches, seeded (the same
+machine, thread count and library versions give the same weights). {metrics["train_steps"]} steps in {minutes:.1f}
+minutes on {where} (torch {metrics["torch"]}, Python {metrics["python"]}); dev accuracy at the end of training
+{100 * metrics["dev_accuracy"]:.2f}% ({metrics["dev_correct"]}/{metrics["dev_total"]}, float32 weights); the weights
+were then cast to bfloat16.
 
 | hyperparameter | value |
 | --- | --- |
@@ -164,11 +187,18 @@ def package(run_dir: Path, dest: Path, data_dir: Path, *, overwrite: bool) -> di
 
     evaluations = []
     for framework in available_frameworks():
-        for dtype in ("float32", None):
+        for dtype in ("float32", "bfloat16"):
             result = dev_accuracy(staging, framework, dtype, data_dir)
             logger.info(
-                "%s %s: dev accuracy %.4f (%d/%d) in %.1f s; %r -> %s", framework, result["dtype"], result["accuracy"],
-                result["correct"], result["total"], result["seconds"], EXAMPLE, result["example"],
+                "%s %s: dev accuracy %.4f (%d/%d) in %.1f s; %r -> %s",
+                framework,
+                result["dtype"],
+                result["accuracy"],
+                result["correct"],
+                result["total"],
+                result["seconds"],
+                EXAMPLE,
+                result["example"],
             )
             evaluations.append(result)
     (staging / "README.md").write_text(model_card(training_args, metrics, evaluations), encoding="utf-8")

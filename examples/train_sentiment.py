@@ -4,7 +4,7 @@
 1. converts the pretrained BERT ``sentence-transformers/all-MiniLM-L6-v2`` (Apache-2.0) into a DistilBERT folder
    with ``conversion/bert_to_distilbert.py`` (exact: same function, DistilBERT architecture);
 2. fine-tunes ``DistilBertForSequenceClassification`` (2 labels: NEGATIVE, POSITIVE) on ``train.tsv`` with this
-   package's PyTorch models: one epoch, AdamW, linear warmup then linear decay, max length 64, length-grouped
+   package's PyTorch models: two epochs, AdamW, linear warmup then linear decay, max length 64, length-grouped
    batches (each padded to its own longest sentence), optional bfloat16 autocast;
 3. evaluates on ``dev.tsv`` and writes the model, ``training_args.json`` and ``metrics.json`` to ``--output-dir``.
 
@@ -12,7 +12,7 @@ Seeded and reproducible: the seed fixes the classifier initialisation, the dropo
 (same machine, same thread count, same library versions -> same weights). Package the result with
 ``examples/package_default_model.py``.
 
-Usage (the default model's exact command; about 25 minutes on 2 CPU cores)::
+Usage (the default model's exact command; about 25 minutes on 2 idle CPU cores, 4,210 steps)::
 
     python examples/train_sentiment.py --output-dir runs/minilm-sst2
 """
@@ -52,7 +52,7 @@ class TrainingArgs:
     data_dir: str = str(SHARED_DATA / "glue_sst2")  # holds train.tsv and dev.tsv (sentence<TAB>label)
     output_dir: str = "runs/minilm-sst2"
     seed: int = 42
-    epochs: int = 1
+    epochs: int = 2  # one epoch reached 88.5-90.3% over 5 seeds, two 89.3-89.9% over 4 (GPU runs, lr 1e-4)
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
@@ -205,17 +205,27 @@ def train(args: TrainingArgs) -> dict[str, Any]:
     decay = [p for p in model.parameters() if id(p) not in no_decay_ids]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
     )
     rng = np.random.default_rng(args.seed)
-    epochs = [length_grouped_batches(lengths, args.batch_size, rng, args.group_by_length_window) for _ in range(args.epochs)]
+    epochs = [
+        length_grouped_batches(lengths, args.batch_size, rng, args.group_by_length_window) for _ in range(args.epochs)
+    ]
     total = sum(len(e) for e in epochs)
     warmup = max(1, math.ceil(args.warmup_ratio * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_schedule(step, total, warmup))
     steps = total if args.max_steps is None else min(total, args.max_steps)
     logger.info(
         "training on %d sentences: %d steps of %d (%d epoch(s)), warmup %d, %d threads, bf16=%s",
-        len(train_ids), steps, args.batch_size, args.epochs, warmup, args.threads, args.bf16,
+        len(train_ids),
+        steps,
+        args.batch_size,
+        args.epochs,
+        warmup,
+        args.threads,
+        args.bf16,
     )
 
     step, losses, started, cpu_started = 0, [], time.perf_counter(), time.process_time()
@@ -241,8 +251,13 @@ def train(args: TrainingArgs) -> dict[str, Any]:
                 elapsed = time.perf_counter() - started
                 logger.info(
                     "step %d/%d  loss %.4f (last %d)  lr %.2e  %.3f s/step (%.3f CPU s/step)  eta %.1f min",
-                    step, steps, float(np.mean(losses[-args.log_every :])), min(args.log_every, len(losses)),
-                    scheduler.get_last_lr()[0], elapsed / step, (time.process_time() - cpu_started) / step,
+                    step,
+                    steps,
+                    float(np.mean(losses[-args.log_every :])),
+                    min(args.log_every, len(losses)),
+                    scheduler.get_last_lr()[0],
+                    elapsed / step,
+                    (time.process_time() - cpu_started) / step,
                     elapsed / step * (steps - step) / 60,
                 )
     train_seconds = time.perf_counter() - started
@@ -250,8 +265,13 @@ def train(args: TrainingArgs) -> dict[str, Any]:
 
     started = time.perf_counter()
     dev = evaluate(model, dev_ids, dev_labels, args.eval_batch_size, pad_id, args.bf16)
-    logger.info("dev accuracy %.4f (%d/%d) in %.1f s", dev["accuracy"], dev["correct"], dev["total"],
-                time.perf_counter() - started)
+    logger.info(
+        "dev accuracy %.4f (%d/%d) in %.1f s",
+        dev["accuracy"],
+        dev["correct"],
+        dev["total"],
+        time.perf_counter() - started,
+    )
 
     model_dir = output_dir / "model"
     model.save_pretrained(model_dir)
@@ -259,13 +279,20 @@ def train(args: TrainingArgs) -> dict[str, Any]:
         if (base / name).is_file():
             shutil.copyfile(base / name, model_dir / name)
     metrics = {
-        "dev_accuracy": dev["accuracy"], "dev_correct": dev["correct"], "dev_total": dev["total"],
-        "train_steps": step, "train_examples": len(train_ids), "train_seconds": round(train_seconds, 1),
+        "dev_accuracy": dev["accuracy"],
+        "dev_correct": dev["correct"],
+        "dev_total": dev["total"],
+        "train_steps": step,
+        "train_examples": len(train_ids),
+        "train_seconds": round(train_seconds, 1),
         "seconds_per_step": round(train_seconds / max(step, 1), 4),
-        "cpu_seconds_per_step": round(train_cpu_seconds / max(step, 1), 4), "total_steps_of_schedule": total,
+        "cpu_seconds_per_step": round(train_cpu_seconds / max(step, 1), 4),
+        "total_steps_of_schedule": total,
         "first_loss_mean_50": float(np.mean(losses[:50])) if losses else None,
         "last_loss_mean_50": float(np.mean(losses[-50:])) if losses else None,
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
     }
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
@@ -282,7 +309,17 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainingArgs:
         else:
             kind = {"int": int, "float": float, "str": str, "int | None": int}[str(field.type)]
             parser.add_argument(flag, type=kind, default=default, help=f"default: {default}")
-    return TrainingArgs(**vars(parser.parse_args(argv)))
+    args = TrainingArgs(**vars(parser.parse_args(argv)))
+    for name in ("epochs", "batch_size", "threads", "eval_batch_size", "group_by_length_window", "log_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.max_length < 2:
+        parser.error(f"--max-length must be at least 2 ([CLS] and [SEP]), got {args.max_length}")
+    if not 0.0 <= args.warmup_ratio < 1.0 or args.learning_rate <= 0:
+        parser.error(
+            f"need 0 <= --warmup-ratio < 1 and --learning-rate > 0, got {args.warmup_ratio}, {args.learning_rate}"
+        )
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,9 +52,19 @@ def _our_torch_models():
 
 def _tiny_bert_config(**changes):
     config = {
-        "model_type": "bert", "vocab_size": 99, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 37,
-        "num_hidden_layers": 4, "max_position_embeddings": 64, "type_vocab_size": 2, "hidden_act": "gelu",
-        "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "pad_token_id": 0,
+        "model_type": "bert",
+        "vocab_size": 99,
+        "hidden_size": 32,
+        "num_attention_heads": 4,
+        "intermediate_size": 37,
+        "num_hidden_layers": 4,
+        "max_position_embeddings": 64,
+        "type_vocab_size": 2,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "pad_token_id": 0,
     }
     config.update(changes)
     return config
@@ -121,8 +131,13 @@ def test_default_layers_keep_all_up_to_six_then_every_other():
 
 @pytest.mark.parametrize(
     ("layers", "error", "match"),
-    [([], ValueError, "at least one"), ([0, 4], ValueError, r"\[4\]"), ([-1], ValueError, "outside"),
-     ([1, 1], ValueError, "distinct"), ([0.5], TypeError, "integers")],
+    [
+        ([], ValueError, "at least one"),
+        ([0, 4], ValueError, r"\[4\]"),
+        ([-1], ValueError, "outside"),
+        ([1, 1], ValueError, "distinct"),
+        ([0.5], TypeError, "integers"),
+    ],
 )
 def test_check_layers_rejects_bad_indices(layers, error, match):
     with pytest.raises(error, match=match):
@@ -137,9 +152,13 @@ def test_parse_layers():
 
 @pytest.mark.parametrize(
     ("changes", "match"),
-    [({"model_type": "roberta"}, "model_type='roberta'"), ({"hidden_act": "silu"}, "hidden_act='silu'"),
-     ({"layer_norm_eps": 1e-5}, "layer_norm_eps=1e-05"),
-     ({"position_embedding_type": "relative_key"}, "relative_key"), ({"is_decoder": True}, "decoder")],
+    [
+        ({"model_type": "roberta"}, "model_type='roberta'"),
+        ({"hidden_act": "silu"}, "hidden_act='silu'"),
+        ({"layer_norm_eps": 1e-5}, "layer_norm_eps=1e-05"),
+        ({"position_embedding_type": "relative_key"}, "relative_key"),
+        ({"is_decoder": True}, "decoder"),
+    ],
 )
 def test_unsupported_bert_configs_raise(tmp_path, changes, match):
     config = _tiny_bert_config(**changes)
@@ -175,7 +194,9 @@ def test_config_mapping_and_weights_fold_rename_select(tmp_path):
     np.testing.assert_array_equal(
         arrays["transformer.layer.0.attention.q_lin.weight"], state["encoder.layer.3.attention.self.query.weight"]
     )
-    np.testing.assert_array_equal(arrays["transformer.layer.1.ffn.lin2.bias"], state["encoder.layer.1.output.dense.bias"])
+    np.testing.assert_array_equal(
+        arrays["transformer.layer.1.ffn.lin2.bias"], state["encoder.layer.1.output.dense.bias"]
+    )
     np.testing.assert_array_equal(
         arrays["transformer.layer.1.sa_layer_norm.weight"], state["encoder.layer.1.attention.output.LayerNorm.weight"]
     )
@@ -278,9 +299,7 @@ def test_script_runs_without_any_ml_framework(tmp_path):
         "loaded = [m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
@@ -335,7 +354,9 @@ def test_tiny_bert_with_layer_selection_matches_bert(tmp_path, implementation):
     ids, mask = _random_ids(np.random.default_rng(0), 99, [9, 5, 2])
     with torch.no_grad():
         expected = bert(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.zeros_like(torch.tensor(ids)),
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.zeros_like(torch.tensor(ids)),
             output_hidden_states=True,
         ).hidden_states
     got = _run_distilbert(implementation, "DistilBertModel", tmp_path / "out", ids, mask, output_hidden_states=True)
@@ -380,7 +401,8 @@ def test_pytorch_bin_source(tmp_path):
     except NotImplementedError as err:  # distilbert_mf.checkpoint.io gains the reader in issue 3
         pytest.skip(f"reading pytorch_model.bin is not available yet: {err}")
     np.testing.assert_array_equal(
-        _read(tmp_path / "out")["transformer.layer.1.attention.k_lin.weight"], state["encoder.layer.1.attention.self.key.weight"]
+        _read(tmp_path / "out")["transformer.layer.1.attention.k_lin.weight"],
+        state["encoder.layer.1.attention.self.key.weight"],
     )
 
 
@@ -426,7 +448,9 @@ def minilm_bert_outputs(minilm):
     ids, mask = _encode(src, SENTENCES)
     with torch.no_grad():
         out = _torch_bert(src)(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.zeros_like(torch.tensor(ids)),
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.zeros_like(torch.tensor(ids)),
             output_hidden_states=True,
         )
     return ids, mask, [h.numpy() for h in out.hidden_states]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,12 @@ def test_flax_msgpack_chunked_arrays_are_read(tmp_path: Path, monkeypatch) -> No
     assert b"__msgpack_chunked_array__" in raw
     got = flax_msgpack.read_flax_msgpack(tmp_path / "f.msgpack")
     np.testing.assert_array_equal(got["classifier.weight"], weight.T)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path: Path, tiny_config) -> None:
+    """Temporary files are private; the renamed result gets what a plain open() would give (0o666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for fmt in FORMATS:
+        for path in write_weights(tmp_path / fmt, state_for(tiny_config), fmt, head="base", config=tiny_config):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

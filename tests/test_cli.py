@@ -227,6 +227,13 @@ def test_bad_input_lines_name_the_line(task, stdin, message, capsys, monkeypatch
     assert message in err
 
 
+def test_parameter_the_task_lacks(capsys, monkeypatch, tmp_path):
+    code, _, err = call_main(
+        ["run", "--task", "ner", "--top-k", "2", "--model", str(tmp_path)], capsys, monkeypatch, "x\n"
+    )
+    assert code == 1 and "unexpected keyword argument(s) ['top_k']" in err
+
+
 def test_bad_params_are_usage_errors(capsys, monkeypatch):
     code, _, err = call_main(["run", "--task", "ner", "--param", "stride"], capsys, monkeypatch, "x\n")
     assert code == 2 and "--param expects KEY=VALUE" in err

@@ -51,10 +51,16 @@ def make_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str =
     return snapshot
 
 
-# ------------------------------------------------------------------ cache folder, offline (conftest sets HF_HUB_OFFLINE)
+# ------------------------------------------------------------------ cache folder, offline
 
 
-def test_resolves_from_cache_offline(tmp_path: Path, tiny_files) -> None:
+@pytest.fixture
+def offline(monkeypatch) -> None:
+    """HF_HUB_OFFLINE=1 at call time (tests never depend on the caller's environment or network)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_resolves_from_cache_offline(tmp_path: Path, tiny_files, offline) -> None:
     snapshot = make_cache(tmp_path, "org/tiny", tiny_files)
     folder, fmt, files = resolve_checkpoint("org/tiny", cache_dir=tmp_path)
     assert (folder, fmt, files) == (snapshot, "safetensors", [snapshot / "model.safetensors"])
@@ -66,7 +72,7 @@ def test_resolves_from_cache_offline(tmp_path: Path, tiny_files) -> None:
     assert resolve_file("org/tiny", "tokenizer.json", cache_dir=tmp_path, optional=True) is None
 
 
-def test_sharded_checkpoint_from_cache(tmp_path: Path, tiny_config) -> None:
+def test_sharded_checkpoint_from_cache(tmp_path: Path, tiny_config, offline) -> None:
     rng = np.random.default_rng(0)
     from distilbert_mf.checkpoint import expected_shapes
 
@@ -82,7 +88,7 @@ def test_sharded_checkpoint_from_cache(tmp_path: Path, tiny_config) -> None:
     assert all(np.array_equal(got[k], state[k]) for k in state)
 
 
-def test_offline_and_absent_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+def test_offline_and_absent_is_a_clear_error_not_a_hang(tmp_path: Path, offline) -> None:
     start = time.monotonic()
     with pytest.raises(NotInCacheError) as info:
         resolve_checkpoint("org/never-downloaded", cache_dir=tmp_path)
@@ -101,7 +107,7 @@ def test_local_files_only_names_the_reason(tmp_path: Path, tiny_files, monkeypat
         resolve_checkpoint("org/configonly", cache_dir=tmp_path, local_files_only=True)
 
 
-def test_not_a_folder_nor_a_repo_id(tmp_path: Path) -> None:
+def test_not_a_folder_nor_a_repo_id(tmp_path: Path, offline) -> None:
     with pytest.raises(CheckpointNotFoundError, match=r"not a local folder.*not a valid Hugging Face Hub repo id"):
         resolve_checkpoint(str(tmp_path / "no" / "such" / "folder"))
     (tmp_path / "file.bin").write_bytes(b"x")

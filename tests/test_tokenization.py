@@ -511,3 +511,14 @@ def test_from_pretrained_overrides_and_tiny_checkpoint(cls: type, shared_data: P
     assert short(["a", "b c"], padding=True)["input_ids"][0][0] == 0
     cased = cls.from_pretrained(shared_data / HUB, do_lower_case=False)
     assert cased.tokenize("Hello") != ["hello"]
+
+
+def test_pickle_round_trip(hub: Any) -> None:
+    """Tokenizers and their outputs survive pickling (multiprocessing data loaders rely on it)."""
+    import pickle
+
+    text = "Caf\u00e9 \u4e2d x [MASK]"
+    again = pickle.loads(pickle.dumps(hub))
+    assert dict(again(text, return_offsets_mapping=True)) == dict(hub(text, return_offsets_mapping=True))
+    encoded = pickle.loads(pickle.dumps(hub([text, "b"], padding=True)))
+    assert encoded.word_ids(1) == [None, 0, None, None, None, None]

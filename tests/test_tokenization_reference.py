@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import subprocess
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,29 @@ def test_sst2_matches_transformers_4_python_tokenizer(shared_data: Path, tmp_pat
     )
     expected = json.loads(result.stdout.strip().splitlines()[-1])
     assert DistilBertTokenizer.from_pretrained(shared_data / HUB)(texts)["input_ids"] == expected
+
+
+@pytest.mark.parametrize("cls", [DistilBertTokenizer, DistilBertTokenizerFast], ids=["slow", "fast"])
+@pytest.mark.parametrize("cased", [False, True], ids=["uncased", "cased_nfc"])
+def test_transformers_autotokenizer_loads_what_we_save(
+    cls: type, cased: bool, shared_data: Path, tmp_path: Path
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    if cased:
+        ours = cls(shared_data / "vocab" / "bert-base-cased-vocab.txt", do_lower_case=False, nfc=True)
+    else:
+        ours = cls.from_pretrained(shared_data / HUB)
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(theirs).__name__ == "DistilBertTokenizer"
+    texts = [LONG, "Cafe\u0301 Stra\u00dfe \u4e2d\u6587 [MASK]", ""]
+    if cased:
+        # transformers 5 rebuilds the normalizer from tokenizer_config.json and drops the NFC step of
+        # tokenizer.json, so it only agrees with nfc=True on text that is already NFC
+        texts = [unicodedata.normalize("NFC", text) for text in texts]
+    pairs = ["second text", "na\u00efve", "x"]
+    expected = ours(texts, pairs, padding=True, return_offsets_mapping=True)
+    got = theirs(texts, pairs, padding=True, return_offsets_mapping=True)
+    assert "token_type_ids" not in got
+    assert dict(got) == dict(expected)
+    assert theirs.model_max_length == ours.model_max_length == 512

@@ -171,6 +171,7 @@ class Embeddings(nnx.Module):
 
     def __init__(self, config: DistilBertConfig, make: LayerFactory):
         self.vocab_size = config.vocab_size
+        self.pad_token_id = config.pad_token_id
         self.dtype = make.dtype
         self.word_embeddings = make.embed(config.vocab_size, ("vocab", "embed"), zero_row=config.pad_token_id)
         if config.sinusoidal_pos_embds:
@@ -186,6 +187,9 @@ class Embeddings(nnx.Module):
             # out-of-range ids (refused with a ValueError outside jit) read NaN rows here: never clamped or wrapped
             input_ids = jnp.where(input_ids < 0, self.vocab_size, input_ids)
             inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, dim)
+            if self.pad_token_id is not None:  # as PyTorch's padding_idx: the padding row receives no gradient
+                is_pad = (input_ids == self.pad_token_id)[..., None]  # (batch, seq, 1)
+                inputs_embeds = jnp.where(is_pad, jax.lax.stop_gradient(inputs_embeds), inputs_embeds)
         x = inputs_embeds.astype(self.dtype) + self.position_embeddings(position_ids)  # (batch, seq, dim)
         return self.dropout(self.LayerNorm(x))
 
@@ -406,7 +410,9 @@ def _layer_factory(config: DistilBertConfig, rngs: nnx.Rngs | None, dtype: Any, 
 
 
 def cross_entropy(logits: Array, labels: Any, ignore_index: int = IGNORE_INDEX) -> Array:
-    """torch.nn.CrossEntropyLoss: mean over labels != ignore_index. logits (..., classes), labels (...) -> ()."""
+    """torch.nn.CrossEntropyLoss: mean over labels != ignore_index. logits (..., classes), labels (...) -> ().
+
+    A batch whose labels are all ignored gives 0.0 (and zero gradients), not PyTorch's NaN."""
     num_classes = logits.shape[-1]
     logits = logits.reshape(-1, num_classes).astype(jnp.float32)  # (n, classes)
     labels = jnp.asarray(labels)
@@ -428,7 +434,7 @@ def cross_entropy(logits: Array, labels: Any, ignore_index: int = IGNORE_INDEX) 
     valid = labels != ignore_index  # (n,)
     log_probs = jax.nn.log_softmax(logits, axis=-1)  # (n, classes)
     nll = -jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]  # (n,)
-    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.sum(valid)
+    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def mse(predictions: Array, targets: Array) -> Array:

@@ -135,6 +135,7 @@ def pipeline(
         task = _task_of(model)
     task = resolve_task(task)
     cls = TASKS[task]
+    cls.check_names(task_defaults)  # before any (slow) loading
     if model is None:
         model = _default_model(task)
     load_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}

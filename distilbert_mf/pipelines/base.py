@@ -117,13 +117,18 @@ class Pipeline:
         """``"pt"``, ``"tf"`` or ``"flax"``."""
         return self.adapter.framework
 
-    def _check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(params) - set(self.parameters) - set(self._common))
+    @classmethod
+    def check_names(cls, params: dict[str, Any]) -> None:
+        """Raise ``TypeError`` naming every keyword the task does not accept."""
+        unknown = sorted(set(params) - set(cls.parameters) - set(cls._common))
         if unknown:
             raise TypeError(
-                f"{self.task} pipeline got unexpected keyword argument(s) {unknown}; it accepts "
-                f"{sorted(set(self.parameters) | set(self._common))}"
+                f"{cls.task} pipeline got unexpected keyword argument(s) {unknown}; it accepts "
+                f"{sorted(set(cls.parameters) | set(cls._common))}"
             )
+
+    def _check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.check_names(params)
         checked = dict(params)
         if "batch_size" in checked:
             checked["batch_size"] = check_batch_size(checked["batch_size"])

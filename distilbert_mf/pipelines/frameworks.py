@@ -269,7 +269,9 @@ class FlaxAdapter(ModelAdapter):
         ids, mask = input_ids.astype(np.int32), attention_mask.astype(np.int32)
         if self.device is not None:
             ids, mask = jax.device_put(ids, self.device), jax.device_put(mask, self.device)
-        out = self._call(self.model, ids, mask)
+        # full float32 matrix products on GPUs too (JAX's default there is TF32-like), as PyTorch computes them
+        with jax.default_matmul_precision("highest"):
+            out = self._call(self.model, ids, mask)
         return {name: self._to_numpy(value) for name, value in out.items()}
 
 

@@ -107,9 +107,10 @@ def resolve_dtype_policy(dtype: Any) -> Any:
     if isinstance(dtype, str) and dtype.startswith("mixed_"):
         if dtype not in ("mixed_bfloat16", "mixed_float16"):
             raise ValueError(f"unsupported dtype policy {dtype!r}; expected 'mixed_bfloat16' or 'mixed_float16'")
-        return dtype
-    name = modeling_utils.dtype_name(dtype)
-    if name == "float16" and _on_cpu():
+        name = dtype
+    else:
+        name = modeling_utils.dtype_name(dtype)
+    if name in ("float16", "mixed_float16") and _on_cpu():
         logger.warning(modeling_utils.CPU_FLOAT16_WARNING)
     return name
 
@@ -129,6 +130,10 @@ def _on_cpu() -> bool:
         import jax
 
         return jax.default_backend() == "cpu"
+    if backend == "torch":
+        import torch
+
+        return not torch.cuda.is_available()
     return True
 
 
@@ -181,11 +186,7 @@ class TFDistilBertPreTrainedModel(keras.Model):
         out: dict[str, tuple[Any, bool]] = {}
         tied = self.head == "masked_lm" and self.config.tie_word_embeddings
         for key in checkpoint.expected_shapes(self.config, self.head):
-            if tied and key == TIED_KEY:
-                key_path = TIED_SOURCE
-            else:
-                key_path = key
-            *parts, leaf = key_path.split(".")
+            *parts, leaf = (TIED_SOURCE if tied and key == TIED_KEY else key).split(".")
             layer: Any = self
             for part in parts:
                 layer = layer[int(part)] if part.isdigit() else getattr(layer, part)
@@ -222,7 +223,8 @@ class TFDistilBertPreTrainedModel(keras.Model):
                 f"keys {report.unexpected} (pass strict=False to load a subset)"
             )
         expected = checkpoint.expected_shapes(self.config, self.head)
-        for key, array in arrays.items():
+        checked = {}
+        for key, array in arrays.items():  # check everything before changing any variable
             if key not in variables:
                 continue
             array = np.asarray(array)
@@ -231,10 +233,12 @@ class TFDistilBertPreTrainedModel(keras.Model):
                     f"weight {key!r} has shape {tuple(array.shape)} but {type(self).__name__} expects "
                     f"{tuple(expected[key])}"
                 )
+            if array.dtype.kind != "f" and array.dtype != NUMPY_DTYPES["bfloat16"]:
+                raise TypeError(f"weight {key!r} has dtype {array.dtype}; expected floats (float16/32/64 or bfloat16)")
+            checked[key] = array
+        for key, array in checked.items():
             variable, transposed = variables[key]
-            target = NUMPY_DTYPES.get(keras.backend.standardize_dtype(variable.dtype))
-            if target is None or array.dtype not in NUMPY_DTYPES.values():
-                raise TypeError(f"weight {key!r} has dtype {array.dtype}; expected a float array (float32/16, bf16)")
+            target = NUMPY_DTYPES[keras.backend.standardize_dtype(variable.dtype)]
             variable.assign((array.T if transposed else array).astype(target))
         return report
 
@@ -274,7 +278,7 @@ class TFDistilBertPreTrainedModel(keras.Model):
             token=token,
             **config_overrides,
         )
-        model = cls(config, name=name, dtype=checkpoint_dtype(arrays) if auto else policy)
+        model = cls(config, name=name, dtype=resolve_dtype_policy(checkpoint_dtype(arrays)) if auto else policy)
         model.load_canonical_state_dict(arrays, strict=False)
         return model
 

@@ -89,6 +89,7 @@ class Embeddings(layers.Layer):
     def __init__(self, config: DistilBertConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dtype = self.dtype_policy
+        self.pad_token_id = config.pad_token_id
         self.word_embeddings = layers.Embedding(
             config.vocab_size,
             config.dim,
@@ -114,6 +115,9 @@ class Embeddings(layers.Layer):
     def call(self, input_ids: Any = None, position_ids: Any = None, inputs_embeds: Any = None, training: Any = None):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, dim)
+            if self.pad_token_id is not None:  # as PyTorch's padding_idx: the padding row receives no gradient
+                is_pad = ops.expand_dims(ops.equal(input_ids, self.pad_token_id), -1)  # (batch, seq, 1)
+                inputs_embeds = ops.where(is_pad, ops.stop_gradient(inputs_embeds), inputs_embeds)
         if position_ids is None:
             position_ids = ops.arange(ops.shape(inputs_embeds)[1])[None, :]  # (1, seq)
         x = ops.cast(inputs_embeds, self.compute_dtype) + self.position_embeddings(position_ids)  # (batch, seq, dim)
@@ -205,18 +209,26 @@ class Transformer(layers.Layer):
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def prepare_inputs(config: DistilBertConfig, input_ids, attention_mask, position_ids, inputs_embeds, ndim: int):
-    """Check and convert the call's inputs; ``ndim`` is 2 for (batch, seq), 3 for (batch, choices, seq).
+def is_integer(x: Any) -> bool:
+    return "int" in keras.backend.standardize_dtype(x.dtype)
 
-    Value checks (token range, sequence length) run whenever the values are concrete (eager calls); inside
-    ``tf.function`` / ``jax.jit`` traces only the static checks run.
+
+def static_size(x: Any) -> int | None:
+    """The number of elements when the whole shape is known (always in eager calls), else None."""
+    return int(np.prod(x.shape)) if all(isinstance(d, int) for d in x.shape) else None
+
+
+def prepare_inputs(config: DistilBertConfig, input_ids, attention_mask, position_ids, inputs_embeds) -> tuple:
+    """Check and convert the call's inputs: ids (batch, seq) or embeddings (batch, seq, dim), mask, positions.
+
+    Value checks (token and position ranges) run whenever the values are concrete (eager calls); inside
+    ``tf.function`` / XLA / ``jax.jit`` traces only the shape checks run.
     """
     modeling_utils.check_input_choice(input_ids, inputs_embeds)
-    what = "(batch, seq)" if ndim == 2 else "(batch, num_choices, seq)"
     if input_ids is not None:
         input_ids = ops.convert_to_tensor(input_ids)
-        modeling_utils.check_shape("input_ids", tuple(input_ids.shape), ndim, what)
-        if "int" not in keras.backend.standardize_dtype(input_ids.dtype):
+        modeling_utils.check_shape("input_ids", tuple(input_ids.shape), 2, "(batch, seq)")
+        if not is_integer(input_ids):
             raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
         ids = concrete_value(input_ids)
         if ids is not None and ids.size:
@@ -224,26 +236,24 @@ def prepare_inputs(config: DistilBertConfig, input_ids, attention_mask, position
         shape = tuple(input_ids.shape)
     else:
         inputs_embeds = ops.convert_to_tensor(inputs_embeds)
-        modeling_utils.check_shape("inputs_embeds", tuple(inputs_embeds.shape), ndim + 1, what[:-1] + ", dim)")
+        modeling_utils.check_shape("inputs_embeds", tuple(inputs_embeds.shape), 3, "(batch, seq, dim)")
         shape = tuple(inputs_embeds.shape)[:-1]
     if isinstance(shape[-1], int):
         modeling_utils.check_sequence_length(shape[-1], config)
     if attention_mask is not None:
         attention_mask = ops.convert_to_tensor(attention_mask)
-        if tuple(attention_mask.shape) != shape and all(isinstance(d, int) for d in (*shape, *attention_mask.shape)):
+        if static_size(attention_mask) is not None and None not in shape and tuple(attention_mask.shape) != shape:
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, the inputs have {shape}")
     if position_ids is not None:
         position_ids = ops.convert_to_tensor(position_ids)
         positions = concrete_value(position_ids)
-        if (
-            positions is not None
-            and positions.size
-            and not 0 <= positions.min() <= positions.max() < config.max_position_embeddings
-        ):
-            raise ValueError(
-                f"position_ids must lie in [0, max_position_embeddings={config.max_position_embeddings}), "
-                f"got values in [{positions.min()}, {positions.max()}]"
-            )
+        if positions is not None and positions.size:
+            low, high = int(positions.min()), int(positions.max())
+            if low < 0 or high >= config.max_position_embeddings:
+                raise ValueError(
+                    f"position_ids must lie in [0, max_position_embeddings={config.max_position_embeddings}), "
+                    f"got values in [{low}, {high}]"
+                )
     return input_ids, attention_mask, position_ids, inputs_embeds
 
 
@@ -259,16 +269,12 @@ def additive_mask(attention_mask: Any, shape: Any, dtype: str) -> Any:
 IGNORE_INDEX = -100  # label value that contributes no loss (PyTorch's CrossEntropyLoss default)
 
 
-def is_integer(x: Any) -> bool:
-    return "int" in keras.backend.standardize_dtype(x.dtype)
-
-
 def class_labels(labels: Any, num_classes: int | None, count: int | None, name: str = "labels") -> Any:
     """Class-id labels flattened to (n,): integers, ``count`` of them, each in [0, num_classes) or -100."""
     labels = ops.convert_to_tensor(labels)
     if not is_integer(labels):
         raise TypeError(f"{name} must be integer class ids for this loss, got dtype {labels.dtype}")
-    size = int(np.prod(labels.shape)) if all(isinstance(d, int) for d in labels.shape) else None
+    size = static_size(labels)
     if size is not None and isinstance(count, int) and size != count:
         raise ValueError(f"{name} must hold {count} class ids (one per prediction), got shape {tuple(labels.shape)}")
     values = concrete_value(labels)
@@ -283,21 +289,22 @@ def class_labels(labels: Any, num_classes: int | None, count: int | None, name: 
 
 
 def cross_entropy(logits: Any, labels: Any, ignore_index: Any = IGNORE_INDEX) -> Any:
-    """Mean cross-entropy over the labels != ``ignore_index`` (PyTorch's ``CrossEntropyLoss``). logits (n, c)."""
+    """Mean cross-entropy over the labels != ``ignore_index`` (PyTorch's ``CrossEntropyLoss``). logits (n, c).
+
+    A batch whose labels are all ignored gives 0.0 (and zero gradients), not PyTorch's NaN."""
     logits, labels = ops.cast(logits, "float32"), ops.cast(labels, "int32")
     valid = ops.not_equal(labels, ignore_index)  # (n,)
     safe = ops.where(valid, labels, ops.zeros_like(labels))  # (n,)
     log_probs = ops.log_softmax(logits, axis=-1)  # (n, c)
     nll = -ops.take_along_axis(log_probs, safe[:, None], axis=-1)[:, 0]  # (n,)
-    return ops.sum(ops.where(valid, nll, ops.zeros_like(nll))) / ops.sum(ops.cast(valid, "float32"))
+    return ops.sum(ops.where(valid, nll, ops.zeros_like(nll))) / ops.maximum(ops.sum(ops.cast(valid, "float32")), 1.0)
 
 
 def same_size(labels: Any, logits: Any, problem: str) -> Any:
     """Float targets with one value per logit (regression, multi-label), reshaped like ``logits``."""
     labels = ops.convert_to_tensor(labels)
-    if all(isinstance(d, int) for d in (*labels.shape, *logits.shape)) and np.prod(labels.shape) != np.prod(
-        logits.shape
-    ):
+    size, expected = static_size(labels), static_size(logits)
+    if size is not None and expected is not None and size != expected:
         raise ValueError(
             f"{problem} labels must have the logits' shape {tuple(logits.shape)}, got {tuple(labels.shape)}"
         )
@@ -341,7 +348,7 @@ class TFDistilBertModel(TFDistilBertPreTrainedModel):
     ) -> BaseModelOutput:
         modeling_utils.reject_unsupported_inputs(token_type_ids, head_mask)
         input_ids, attention_mask, position_ids, inputs_embeds = prepare_inputs(
-            self.config, input_ids, attention_mask, position_ids, inputs_embeds, ndim=2
+            self.config, input_ids, attention_mask, position_ids, inputs_embeds
         )
         x = self.embeddings(input_ids, position_ids, inputs_embeds, training=training)  # (batch, seq, dim)
         mask = additive_mask(attention_mask, ops.shape(x), self.compute_dtype)  # (batch, 1, 1, seq)
@@ -351,7 +358,12 @@ class TFDistilBertModel(TFDistilBertPreTrainedModel):
 
 
 class TFDistilBertHead(TFDistilBertPreTrainedModel):
-    """Shared by the five heads: the encoder lives under ``distilbert`` (checkpoint prefix ``distilbert.``)."""
+    """Shared by the five heads: the encoder lives under ``distilbert`` (checkpoint prefix ``distilbert.``).
+
+    A head's ``call(input_ids, attention_mask, labels, training, **inputs)`` passes ``inputs`` (``position_ids``,
+    ``inputs_embeds``, ``output_attentions``, ``output_hidden_states``) on to :class:`TFDistilBertModel`, whose
+    explicit signature rejects unknown names.
+    """
 
     def __init__(self, config: DistilBertConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
@@ -393,29 +405,9 @@ class TFDistilBertForMaskedLM(TFDistilBertHead):
 
     @unpack_inputs
     def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        training=None,
-        token_type_ids=None,
-        head_mask=None,
-    ):
-        out = self.distilbert(
-            input_ids,
-            attention_mask,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
-            training=training,
-            token_type_ids=token_type_ids,
-            head_mask=head_mask,
-        )
+        self, input_ids: Any = None, attention_mask: Any = None, labels: Any = None, training: Any = None, **inputs: Any
+    ) -> Any:
+        out = self.distilbert(input_ids, attention_mask, training=training, **inputs)
         h = self.vocab_layer_norm(self.activation(self.vocab_transform(out.last_hidden_state)))  # (batch, seq, dim)
         tied = self.distilbert.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
         logits = self.vocab_projector(h, word_embeddings=tied)  # (batch, seq, vocab)
@@ -442,29 +434,9 @@ class TFDistilBertForSequenceClassification(TFDistilBertHead):
 
     @unpack_inputs
     def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        training=None,
-        token_type_ids=None,
-        head_mask=None,
-    ):
-        out = self.distilbert(
-            input_ids,
-            attention_mask,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
-            training=training,
-            token_type_ids=token_type_ids,
-            head_mask=head_mask,
-        )
+        self, input_ids: Any = None, attention_mask: Any = None, labels: Any = None, training: Any = None, **inputs: Any
+    ) -> Any:
+        out = self.distilbert(input_ids, attention_mask, training=training, **inputs)
         pooled = ops.relu(self.pre_classifier(out.last_hidden_state[:, 0]))  # (batch, dim)
         logits = self.classifier(self.dropout(pooled, training=training))  # (batch, num_labels)
         out = SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
@@ -496,32 +468,10 @@ class TFDistilBertForMultipleChoice(TFDistilBertHead):
 
     @unpack_inputs
     def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        training=None,
-        token_type_ids=None,
-        head_mask=None,
-    ):
-        input_ids, attention_mask, position_ids, inputs_embeds, num_choices = flatten_choices(
-            input_ids, attention_mask, position_ids, inputs_embeds
-        )
-        out = self.distilbert(
-            input_ids,
-            attention_mask,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
-            training=training,
-            token_type_ids=token_type_ids,
-            head_mask=head_mask,
-        )
+        self, input_ids: Any = None, attention_mask: Any = None, labels: Any = None, training: Any = None, **inputs: Any
+    ) -> Any:
+        num_choices, input_ids, attention_mask, inputs = flatten_choices(input_ids, attention_mask, inputs)
+        out = self.distilbert(input_ids, attention_mask, training=training, **inputs)
         pooled = ops.relu(self.pre_classifier(out.last_hidden_state[:, 0]))  # (batch * num_choices, dim)
         scores = self.classifier(self.dropout(pooled, training=training))  # (batch * num_choices, 1)
         logits = ops.reshape(scores, (-1, num_choices))  # (batch, num_choices)
@@ -534,8 +484,9 @@ class TFDistilBertForMultipleChoice(TFDistilBertHead):
         return cross_entropy(logits, class_labels(labels, logits.shape[1], logits.shape[0]))
 
 
-def flatten_choices(input_ids: Any, attention_mask: Any, position_ids: Any, inputs_embeds: Any) -> tuple:
-    """(batch, num_choices, seq[, dim]) inputs -> (batch * num_choices, seq[, dim]), plus num_choices."""
+def flatten_choices(input_ids: Any, attention_mask: Any, inputs: dict[str, Any]) -> tuple:
+    """(batch, num_choices, seq[, dim]) inputs -> num_choices and the inputs as (batch * num_choices, seq[, dim])."""
+    inputs_embeds, position_ids = inputs.get("inputs_embeds"), inputs.get("position_ids")
     modeling_utils.check_input_choice(input_ids, inputs_embeds)
     name, given = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
     given = ops.convert_to_tensor(given)
@@ -547,7 +498,8 @@ def flatten_choices(input_ids: Any, attention_mask: Any, position_ids: Any, inpu
         return None if x is None else ops.reshape(ops.convert_to_tensor(x), (-1, seq, *trailing))
 
     embeds = None if inputs_embeds is None else flat(given, (ops.shape(given)[3],))
-    return flat(input_ids), flat(attention_mask), flat(position_ids), embeds, num_choices
+    inputs = {**inputs, "inputs_embeds": embeds, "position_ids": flat(position_ids)}
+    return num_choices, flat(input_ids), flat(attention_mask), inputs
 
 
 class TFDistilBertForTokenClassification(TFDistilBertHead):
@@ -563,29 +515,9 @@ class TFDistilBertForTokenClassification(TFDistilBertHead):
 
     @unpack_inputs
     def call(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        labels=None,
-        training=None,
-        token_type_ids=None,
-        head_mask=None,
-    ):
-        out = self.distilbert(
-            input_ids,
-            attention_mask,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
-            training=training,
-            token_type_ids=token_type_ids,
-            head_mask=head_mask,
-        )
+        self, input_ids: Any = None, attention_mask: Any = None, labels: Any = None, training: Any = None, **inputs: Any
+    ) -> Any:
+        out = self.distilbert(input_ids, attention_mask, training=training, **inputs)
         logits = self.classifier(self.dropout(out.last_hidden_state, training=training))  # (batch, seq, num_labels)
         out = TokenClassifierOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
         return out if labels is None else TokenClassifierOutput(loss=self.head_loss(out, labels), **out)
@@ -611,29 +543,14 @@ class TFDistilBertForQuestionAnswering(TFDistilBertHead):
     @unpack_inputs
     def call(
         self,
-        input_ids=None,
-        attention_mask=None,
-        position_ids=None,
-        inputs_embeds=None,
-        output_attentions=False,
-        output_hidden_states=False,
-        start_positions=None,
-        end_positions=None,
-        training=None,
-        token_type_ids=None,
-        head_mask=None,
-    ):
-        out = self.distilbert(
-            input_ids,
-            attention_mask,
-            position_ids,
-            inputs_embeds,
-            output_attentions,
-            output_hidden_states,
-            training=training,
-            token_type_ids=token_type_ids,
-            head_mask=head_mask,
-        )
+        input_ids: Any = None,
+        attention_mask: Any = None,
+        start_positions: Any = None,
+        end_positions: Any = None,
+        training: Any = None,
+        **inputs: Any,
+    ) -> Any:
+        out = self.distilbert(input_ids, attention_mask, training=training, **inputs)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state, training=training))  # (batch, seq, 2)
         out = QuestionAnsweringModelOutput(
             start_logits=logits[..., 0],

@@ -679,6 +679,8 @@ class DistilBertTokenizerBase:
         is_split_into_words: bool = False,
     ) -> list[str]:
         """The token strings of a text (or pair), without special tokens unless asked."""
+        if not isinstance(text, str) and not is_split_into_words:
+            raise _type_error("text", text, "a str (use the tokenizer call for batches)")
         encoded = self(
             text, pair, add_special_tokens=add_special_tokens, is_split_into_words=is_split_into_words, verbose=False
         )

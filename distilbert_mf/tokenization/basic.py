@@ -36,7 +36,7 @@ _HANGUL_N = _HANGUL_V_COUNT * _HANGUL_T_COUNT  # 588
 _HANGUL_S_COUNT = _HANGUL_L_COUNT * _HANGUL_N  # 11172
 
 # (normalised text, start of each normalised char in the original or None for identity, end of each or None)
-Normalized = tuple[str, "list[int] | None", "list[int] | None"]
+Normalized = tuple[str, list[int] | None, list[int] | None]
 
 
 class _RangeSet:
@@ -117,7 +117,7 @@ class _Unicode:
 
 @lru_cache(maxsize=1)
 def unicode_data() -> _Unicode:
-    """The shared tables (built on first use, about 50 ms)."""
+    """The shared tables (built on first use, in a few tens of milliseconds)."""
     return _Unicode()
 
 

@@ -27,7 +27,13 @@ class DistilBertTokenizerFast(DistilBertTokenizerBase):
     is_fast = True
 
     def _setup_backend(self) -> None:
-        from tokenizers import Tokenizer
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as err:
+            raise ImportError(
+                "DistilBertTokenizerFast needs the 'tokenizers' package (pip install tokenizers); "
+                f"DistilBertTokenizer gives the same results without it ({err})"
+            ) from err
 
         data = self._tokenizer_file_data
         if data is None:

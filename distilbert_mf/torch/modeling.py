@@ -259,6 +259,15 @@ class _HeadModel(DistilBertPreTrainedModel):
         raise NotImplementedError(f"{type(self).__name__} must define build_head")
 
 
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean cross-entropy over labels != ``ignore_index``; logits (n, classes), labels (n,) -> ().
+
+    As ``F.cross_entropy``, except that a batch whose labels are all ignored gives 0.0 (and zero gradients), not NaN.
+    """
+    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
 class DistilBertForMaskedLM(_HeadModel):
     """Masked language modelling: ``logits`` (batch, seq, vocab); ``vocab_projector`` tied to the word embeddings."""
 
@@ -285,7 +294,7 @@ class DistilBertForMaskedLM(_HeadModel):
         loss = None
         if labels is not None:
             labels = check_class_labels(as_labels(labels, logits), self.config.vocab_size, logits.shape[:-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 
@@ -329,7 +338,7 @@ def sequence_classification_loss(config: DistilBertConfig, logits: torch.Tensor,
         return F.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
     if problem_type == "single_label_classification":
         labels = check_class_labels(labels, config.num_labels, logits.shape[:1])
-        return F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        return cross_entropy(logits, labels.reshape(-1))
     check_same_numel(labels, logits, "multi-label classification")
     return F.binary_cross_entropy_with_logits(logits, labels.reshape(logits.shape).to(logits.dtype))
 
@@ -360,7 +369,7 @@ class DistilBertForMultipleChoice(_HeadModel):
         loss = None
         if labels is not None:
             labels = check_class_labels(as_labels(labels, logits), num_choices, logits.shape[:1])
-            loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX)
+            loss = cross_entropy(logits, labels.reshape(-1))
         return MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
@@ -389,7 +398,7 @@ class DistilBertForTokenClassification(_HeadModel):
         loss = None
         if labels is not None:
             labels = check_class_labels(as_labels(labels, logits), self.config.num_labels, logits.shape[:-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+            loss = cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
@@ -425,8 +434,8 @@ class DistilBertForQuestionAnswering(_HeadModel):
             seq_len = start_logits.shape[1]
             start = as_labels(start_positions, start_logits, "start_positions").reshape(-1).clamp(0, seq_len)
             end = as_labels(end_positions, end_logits, "end_positions").reshape(-1).clamp(0, seq_len)
-            start_loss = F.cross_entropy(start_logits, start, ignore_index=seq_len)
-            end_loss = F.cross_entropy(end_logits, end, ignore_index=seq_len)
+            start_loss = cross_entropy(start_logits, start, ignore_index=seq_len)
+            end_loss = cross_entropy(end_logits, end, ignore_index=seq_len)
             loss = (start_loss + end_loss) / 2
         return QuestionAnsweringModelOutput(
             loss=loss,

@@ -64,7 +64,7 @@ def test_base_and_head_checkpoints_load_both_ways(tf_models, tmp_path, caplog):
     np.testing.assert_array_equal(run(bare, "base"), run(tf_models["sequence_classification"].distilbert, "base"))
 
 
-def test_from_pretrained_overrides_dtype_and_errors(tf_models, tmp_path):
+def test_from_pretrained_overrides_dtype_and_errors(tf_models, tmp_path, caplog):
     tf_models["sequence_classification"].save_pretrained(tmp_path)
     with pytest.raises(ShapeMismatchError, match=r"classifier\.weight"):
         TFDistilBertForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
@@ -76,12 +76,19 @@ def test_from_pretrained_overrides_dtype_and_errors(tf_models, tmp_path):
     )
     bf16 = TFDistilBertForSequenceClassification.from_pretrained(tmp_path, dtype="bf16")
     assert {keras.backend.standardize_dtype(w.dtype) for w in bf16.weights} == {"bfloat16"}
-    mixed = TFDistilBertForSequenceClassification.from_pretrained(tmp_path, dtype="mixed_bfloat16")
+    mixed = TFDistilBertForSequenceClassification.from_pretrained(tmp_path, dtype=keras.DTypePolicy("mixed_bfloat16"))
     assert mixed.dtype_policy.name == "mixed_bfloat16"
     assert {keras.backend.standardize_dtype(w.dtype) for w in mixed.weights} == {"float32"}
     bf16.save_pretrained(tmp_path / "bf16")
     auto = TFDistilBertForSequenceClassification.from_pretrained(tmp_path / "bf16", dtype="auto")
     assert {keras.backend.standardize_dtype(w.dtype) for w in auto.weights} == {"bfloat16"}
+    with caplog.at_level(logging.WARNING):
+        TFDistilBertForSequenceClassification.from_pretrained(tmp_path, dtype="float16")
+    assert "float16 was requested on a CPU" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        TFDistilBertForSequenceClassification.from_pretrained(tmp_path, dtype="mixed_bfloat16")
+    assert "float16 was requested" not in caplog.text
     with pytest.raises(FileNotFoundError):
         TFDistilBertModel.from_pretrained(tmp_path / "missing-folder", local_files_only=True)
 

@@ -337,9 +337,16 @@ def test_load_canonical_state_dict_checks_keys_and_shapes(tf_models):
     np.testing.assert_array_equal(np.asarray(model.pre_classifier.kernel), state["pre_classifier.weight"].T)
     with pytest.raises(KeyError, match=r"extra\.weight"):
         model.load_canonical_state_dict({**state, "extra.weight": np.zeros(1, np.float32)})
+    before = model.canonical_state_dict()
     bad = {**state, "classifier.weight": np.zeros((4, 32), np.float32)}
     with pytest.raises(ShapeMismatchError, match=r"classifier.weight.*\(4, 32\).*\(3, 32\)"):
         model.load_canonical_state_dict(bad)
+    with pytest.raises(TypeError, match="int64"):
+        model.load_canonical_state_dict({**state, "classifier.bias": np.zeros(3, np.int64)})
+    after = model.canonical_state_dict()  # a refused load changes nothing
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    model.load_canonical_state_dict({k: v.astype(np.float64) for k, v in state.items()})  # cast to float32
+    np.testing.assert_array_equal(model.canonical_state_dict()["classifier.weight"], state["classifier.weight"])
 
 
 def test_tied_and_untied_projector(tf_models):

@@ -151,3 +151,14 @@ def test_predict_returns_concatenated_outputs(tf_models):
         main_output("question_answering", model(input_ids=ids, attention_mask=mask)),
         atol=1e-5,
     )
+
+
+def test_fit_under_mixed_bfloat16_policy():
+    """bf16 compute, float32 variables and loss: training still lowers the loss."""
+    model = build("token_classification", seed=9, dtype="mixed_bfloat16")
+    data, features = dataset("token_classification", model.config)
+    before = float(model(**features).loss)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    model.fit(data, epochs=8, verbose=0, shuffle=False)
+    assert {keras.backend.standardize_dtype(w.dtype) for w in model.trainable_weights} == {"float32"}
+    assert float(model(**features).loss) < 0.8 * before
