@@ -25,7 +25,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT, median, pin_framework_threads, pin_threads, reset_peak_rss, rotate, rss_bytes
+from benchmarks.common import (
+    ROOT,
+    emit_json,
+    median,
+    pin_framework_threads,
+    pin_threads,
+    reset_peak_rss,
+    rotate,
+    rss_bytes,
+)
 
 logger = logging.getLogger("benchmarks.loading")
 
@@ -139,11 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_loading(
         args.checkpoint, contenders=tuple(args.contenders.split(",")), repeats=args.repeats, threads=args.threads
     )
-    text = json.dumps(result, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    else:
-        print(text)
+    emit_json(result, args.json)
     return 0
 
 

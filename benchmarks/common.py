@@ -31,17 +31,22 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 logger = logging.getLogger("benchmarks")
 
-# distilbert-base-uncased (DistilBertConfig's defaults) and a tiny odd-sized config for --smoke runs
-FULL_CONFIG: dict[str, Any] = {"num_labels": 2}
+LABELS = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
+# distilbert-base-uncased (DistilBertConfig's defaults: vocab 30522, dim 768, 12 heads, 6 layers), its tokenizer
+FULL_CONFIG: dict[str, Any] = {"num_labels": 2, **LABELS}
+FULL_TOKENIZER = SHARED / "distilbert-base-uncased-tokenizer"
+# --smoke: tiny odd sizes over the vocabulary of transformers' tiny random DistilBERT (1124 tokens)
 SMOKE_CONFIG: dict[str, Any] = {
-    "vocab_size": 99,
+    "vocab_size": 1124,
     "dim": 32,
     "n_heads": 4,
     "hidden_dim": 37,
     "n_layers": 2,
-    "max_position_embeddings": 64,
     "num_labels": 2,
+    **LABELS,
 }
+SMOKE_TOKENIZER = SHARED / "tiny-random-distilbert"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def pin_threads(threads: int) -> None:
@@ -223,7 +228,8 @@ class WorkerProcess:
         )
 
     def request(self, **message: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None  # created with PIPEs
+        if self.process.stdin is None or self.process.stdout is None:  # never: created with PIPEs
+            raise RuntimeError(f"benchmark worker {self.name} has no pipes")
         try:
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
@@ -248,6 +254,15 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def emit_json(result: Any, path: str | os.PathLike[str] | None) -> None:
+    """Write ``result`` as JSON to ``path``, or print it when no path is given."""
+    text = json.dumps(result, indent=2)
+    if path:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+    else:
+        print(text)
 
 
 def run_script(argv: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:

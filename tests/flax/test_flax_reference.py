@@ -2,7 +2,7 @@
 with the same outputs, and a file written by transformers loads here.
 
 transformers 4.57.6 (the last release with Flax DistilBERT) lives in its own virtual environment, never a dependency:
-set DISTILBERT_MF_REFERENCE_PYTHON to its interpreter (default ``../ref457/bin/python``); the test skips without it.
+set DISTILBERT_MF_REF457 to its folder (default ``../ref457``); the test skips without it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from distilbert_mf.checkpoint.io import write_weights
 
 pytestmark = [pytest.mark.flax, pytest.mark.reference, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_PYTHON = Path(os.environ.get("DISTILBERT_MF_REFERENCE_PYTHON", ROOT.parent / "ref457" / "bin" / "python"))
+REFERENCE_PYTHON = Path(os.environ.get("DISTILBERT_MF_REF457", ROOT.parent / "ref457")) / "bin" / "python"
 TOLERANCE = 1e-5
 
 # runs inside the transformers 4.57.6 environment: no distilbert_mf there

@@ -1,0 +1,157 @@
+"""The benchmark driver in its tiny ``--smoke`` mode, so the benchmark code cannot rot; and the report's verdicts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_driver(tmp_path: Path, *args: str, timeout: int = 600) -> tuple[Path, Path, Path]:
+    out, page, chart = tmp_path / "results", tmp_path / "benchmarks.md", tmp_path / "img" / "benchmarks.png"
+    command = [sys.executable, "-m", "benchmarks.run", "--smoke", "--out-dir", str(out), "--page", str(page)]
+    done = subprocess.run(
+        [*command, "--chart", str(chart), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return out, page, chart
+
+
+@pytest.mark.torch
+def test_smoke_run_torch_inference_loading_accuracy(tmp_path: Path, shared_data: Path) -> None:
+    out, page, chart = run_driver(tmp_path, "--parts", "inference,loading,accuracy", "--workers", "torch")
+
+    inference = json.loads((out / "inference.json").read_text())
+    cases = {(c["contender"], c["dtype"], c["batch"], c["seq"]): c for c in inference["cases"]}
+    expected = {"ours-torch-eager", "ours-torch-sdpa", "transformers-torch-sdpa"}
+    for dtype in ("float32", "bfloat16"):
+        for shape in ((1, 16), (4, 32)):
+            assert {name for name, d, *s in cases if d == dtype and tuple(s) == shape} == expected
+    for (name, dtype, *_), case in cases.items():
+        assert case["median_ms"] > 0 and case["gflops"] > 0 and 0 < case["fraction_of_gemm_peak"]
+        # same weights, same inputs: every contender computes the same logits
+        assert case["max_abs_logits_diff_vs_ours_torch_fp32"] < (1e-5 if dtype == "float32" else 0.05), name
+    assert inference["threads"]["torch"] == {"torch_intra_op": 2, "torch_inter_op": 1}
+    assert set(inference["gemm_peak_gflops"]) == {"float32", "bfloat16"}
+
+    loading = json.loads((out / "loading.json").read_text())
+    assert set(loading["contenders"]) == {"ours-torch", "transformers-torch"}
+    for entry in loading["contenders"].values():
+        assert entry["load_s"] > 0 and entry["peak_growth_bytes"] >= 0
+    accuracy = json.loads((out / "accuracy.json").read_text())
+    assert accuracy["sentences"] == 16 and 0 <= accuracy["float32"]["accuracy"] <= 1
+
+    machine = json.loads((out / "machine.json").read_text())
+    assert machine["threads"] == 2 and len(machine["load_average_start"]) == 3
+    text = page.read_text()
+    assert report.BEGIN in text and report.END in text
+    assert "| PyTorch fp32 latency 1×16 vs transformers |" in text
+    assert "| ours-torch-sdpa |" in text and "### Loading" in text and "### bfloat16 accuracy" in text
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.tensorflow
+@pytest.mark.flax
+def test_smoke_run_every_part(tmp_path: Path, shared_data: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out, _, _ = run_driver(tmp_path)
+    for part in ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers", "machine"):
+        assert (out / f"{part}.json").is_file(), part
+    onnx = json.loads((out / "onnx.json").read_text())
+    assert onnx["verify_max_abs_diff"] <= onnx["verify_atol"]
+    contenders = {case["contender"] for case in json.loads((out / "inference.json").read_text())["cases"]}
+    assert contenders == set(report.ORDER)
+    verdicts = report.evaluate_targets(report.load_results(out))
+    assert all(row["met"] is not None for row in verdicts), [row["target"] for row in verdicts if row["met"] is None]
+
+
+def fake_results() -> dict:
+    """Two shapes, ours 10% faster than transformers at 1x128 and 10% slower at 32x128; bf16 2x; ORT faster."""
+
+    def case(contender: str, dtype: str, shape: tuple[int, int], ms: float) -> dict:
+        return {
+            "contender": contender,
+            "dtype": dtype,
+            "batch": shape[0],
+            "seq": shape[1],
+            "repeats": 3,
+            "median_ms": ms,
+            "first_call_ms": ms,
+            "sequences_per_s": 1e3 * shape[0] / ms,
+            "gflops": 100.0,
+            "fraction_of_gemm_peak": 0.5,
+            "max_abs_logits_diff_vs_ours_torch_fp32": 0.0,
+        }
+
+    cases = [
+        case("ours-torch-sdpa", "float32", (1, 128), 90.0),
+        case("transformers-torch-sdpa", "float32", (1, 128), 99.0),
+        case("ours-keras-xla", "float32", (1, 128), 100.0),
+        case("onnxruntime", "float32", (1, 128), 80.0),
+        case("ours-torch-sdpa", "float32", (32, 128), 2200.0),
+        case("transformers-torch-sdpa", "float32", (32, 128), 2000.0),
+        case("onnxruntime", "float32", (32, 128), 2100.0),
+        case("ours-torch-sdpa", "bfloat16", (32, 128), 1100.0),
+    ]
+    loading = {
+        "weights_bytes": 1000,
+        "repeats": 1,
+        "contenders": {
+            "ours-torch": {"load_s": 0.01, "peak_growth_over_weights": 0.1},
+            "ours-flax": {"load_s": 0.5, "peak_growth_over_weights": 2.0},
+            "transformers-torch": {"load_s": 0.1, "peak_growth_over_weights": 0.1},
+        },
+    }
+    accuracy = {
+        "model": "m",
+        "framework": "pt",
+        "batch_size": 32,
+        "sentences": 872,
+        "float32": {"accuracy": 0.9, "correct": 785, "median_seconds": 2.0, "sentences_per_second": 436.0},
+        "bfloat16": {"accuracy": 0.9023, "correct": 787, "median_seconds": 1.0, "sentences_per_second": 872.0},
+        "accuracy_drop_points": -0.23,
+        "label_agreement": 0.99,
+        "bf16_speedup": 2.0,
+    }
+    return {"inference": {"cases": cases}, "loading": loading, "accuracy": accuracy}
+
+
+def test_targets_are_side_by_side_ratios() -> None:
+    verdicts = {row["target"]: row for row in report.evaluate_targets(fake_results())}
+    latency = verdicts["PyTorch fp32 latency 1×128 vs transformers"]
+    assert latency["measured"] == pytest.approx(1.1) and latency["met"] is True
+    throughput = verdicts["PyTorch fp32 throughput 32×128 vs transformers"]
+    assert throughput["measured"] == pytest.approx(2000 / 2200) and throughput["met"] is False
+    assert verdicts["Keras XLA fp32 1×128 vs our PyTorch"]["measured"] == pytest.approx(0.9)
+    assert verdicts["Keras XLA fp32 1×128 vs our PyTorch"]["met"] is True
+    assert verdicts["Keras XLA fp32 32×128 vs our PyTorch"]["met"] is None  # not measured: not a pass
+    assert verdicts["Flax nnx.jit (tree mode) fp32 1×128 vs our PyTorch"]["met"] is None
+    assert verdicts["bf16 throughput 32×128 vs fp32 (our PyTorch)"]["measured"] == pytest.approx(2.0)
+    assert verdicts["best fp32 path 1×128 vs ONNX Runtime"]["measured"] == pytest.approx(90 / 80)
+    assert verdicts["best fp32 path 1×128 vs ONNX Runtime"]["met"] is False
+    assert verdicts["best fp32 path 32×128 vs ONNX Runtime"]["met"] is True
+    assert verdicts["SST-2 dev accuracy, bf16 vs fp32 (default model, pipeline)"]["measured"] == pytest.approx(0.23)
+    assert verdicts["load time ours-torch vs transformers"]["met"] is True
+    assert verdicts["load time ours-flax vs transformers"]["measured"] == pytest.approx(5.0)
+    assert verdicts["peak RSS of from_pretrained, ours-flax"]["met"] is False
+    assert verdicts["load time ours-keras vs transformers"]["met"] is None
+
+
+def test_page_keeps_the_written_analysis(tmp_path: Path) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# Benchmarks\n\nintro\n\n{report.BEGIN}\nold numbers\n{report.END}\n\n## Analysis\n\nkept\n")
+    report.write_page(page, report.generated_block(fake_results(), None, page))
+    text = page.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith("## Analysis\n\nkept\n")
+    assert "old numbers" not in text and text.count(report.BEGIN) == 1
+    assert "| PyTorch fp32 throughput 32×128 vs transformers | 0.909 | ≥ 1 | **missed** |" in text

@@ -1,0 +1,103 @@
+"""The oneDNN fast path of the PyTorch linear layers: when it is taken, and that it changes no numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch_helpers import ALL_CLASSES, build, main_output, make_inputs  # noqa: E402
+
+from distilbert_mf.torch import modeling  # noqa: E402
+
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.skipif(not modeling.ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN linear kernel"),
+]
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Record every oneDNN linear call (input shape) while still running it."""
+    seen: list[tuple[int, ...]] = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Recorder:
+        def __getattr__(self, name: str):
+            if name != "_linear_pointwise":
+                return getattr(torch.ops.mkldnn, name)
+
+            def record(x, *args):
+                seen.append(tuple(x.shape))
+                return real(x, *args)
+
+            return record
+
+    monkeypatch.setattr(modeling.torch.ops, "mkldnn", Recorder(), raising=False)
+    return seen
+
+
+def test_float32_inference_uses_onednn_with_the_same_numbers(calls) -> None:
+    layer = modeling.Linear(32, 37)
+    x = torch.randn(2, 7, 32)
+    with torch.inference_mode():
+        fast = layer(x)
+    assert calls == [(2, 7, 32)]
+    plain = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        layer(x.transpose(0, 1))  # non-contiguous inputs too
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_models_match_the_plain_path(cls, tiny_config, monkeypatch, calls) -> None:
+    model = build(cls, tiny_config).eval()
+    ids, mask = make_inputs(cls, tiny_config)  # the last row is padded
+    with torch.inference_mode():
+        fast = main_output(cls, model(ids, mask))
+        n_linear = len(calls)
+        monkeypatch.setattr(modeling, "ONEDNN_LINEAR", False)
+        plain = main_output(cls, model(ids, mask))
+    assert n_linear >= 6 * tiny_config.n_layers and len(calls) == n_linear  # the switch turns the fast path off
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_fused_activation_matches_the_plain_path(activation, dtype, monkeypatch, calls) -> None:
+    torch.manual_seed(0)
+    layer = modeling.Linear(32, 37).to(dtype)
+    x = torch.randn(2, 7, 32, dtype=dtype)
+    with torch.inference_mode():
+        fused = layer(x, activation=activation)
+        monkeypatch.setattr(modeling, "ONEDNN_LINEAR", False)
+        plain = layer(x, activation=activation)
+    assert len(calls) == 1
+    expected = modeling.activation_fn(activation)(torch.nn.functional.linear(x, layer.weight, layer.bias))
+    torch.testing.assert_close(plain, expected, rtol=0, atol=0)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1.6e-2, "atol": 1e-2}
+    torch.testing.assert_close(fused, plain, **tolerance)
+
+
+def test_autograd_float16_and_empty_inputs_take_the_plain_path(calls) -> None:
+    layer = modeling.Linear(8, 3)
+    x = torch.randn(4, 8, requires_grad=True)
+    layer(x, activation="gelu").sum().backward()  # gradients flow: autograd never sees the oneDNN op
+    assert x.grad is not None and layer.weight.grad is not None
+    with torch.no_grad():
+        frozen = modeling.Linear(8, 3).requires_grad_(False)
+        frozen(torch.randn(4, 8))  # no autograd needed: fast path
+        assert len(calls) == 1
+        layer.to(torch.float16)(torch.randn(4, 8, dtype=torch.float16))
+        assert layer(torch.randn(0, 8, dtype=torch.float16)).shape == (0, 3)
+        layer.float()(torch.randn(0, 8))
+    assert len(calls) == 1
+
+
+def test_export_sees_the_plain_linear(tiny_config) -> None:
+    model = build(ALL_CLASSES[2], tiny_config).eval()  # sequence classification
+    ids = torch.randint(1, tiny_config.vocab_size, (2, 5))
+    exported = torch.export.export(model, (ids, torch.ones_like(ids)))
+    graph = str(exported.graph)
+    assert "mkldnn" not in graph and "linear" in graph
