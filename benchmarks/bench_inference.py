@@ -11,8 +11,9 @@ Contenders (``DistilBertForSequenceClassification`` forward, logits out, no grad
 
 The driver starts the workers, asks each to load the model and warm up on a case (dtype, batch, seq), then
 requests one timed forward at a time, rotating the order every round, so every contender runs on the same cores
-under the same background load, one at a time (with a short pause between requests, so the thread pool of the
-previous contender has stopped spinning). Each worker times its own forward (``perf_counter`` around the call
+under the same background load, one at a time. Before each request it pauses (the previous contender's thread pool
+stops spinning) and waits, within a budget, until nothing else runs on the machine; each case records how many of
+its runs started on a quiet machine. Each worker times its own forward (``perf_counter`` around the call
 and the synchronisation: ``block_until_ready`` for JAX); medians are reported. Inputs: seeded random ids, all-ones
 attention mask (no padding).
 
@@ -44,6 +45,7 @@ from benchmarks.common import (
     pin_framework_threads,
     pin_threads,
     rotate,
+    wait_for_quiet,
 )
 
 logger = logging.getLogger("benchmarks.inference")
@@ -270,6 +272,8 @@ def run_inference(
     threads: int = 2,
     gemm_n: int = 2048,
     pause_s: float = 0.05,
+    quiet_wait_s: float = 10.0,
+    quiet_budget_s: float = 240.0,
 ) -> dict[str, Any]:
     """Time every contender on every (dtype, shape), interleaved; returns the ``inference`` JSON section."""
     if "onnx" in workers and not onnx_path:
@@ -287,7 +291,7 @@ def run_inference(
                     )
 
         measure_peaks()
-        cases, reference_logits = [], {}
+        cases, reference_logits, waited_total = [], {}, 0.0
         for dtype in dtypes:
             for batch, seq in shapes:
                 reps = repeats if isinstance(repeats, int) else repeats[(batch, seq)]
@@ -304,9 +308,14 @@ def run_inference(
                 if dtype == "float32" and OURS_TORCH in logits:
                     reference_logits[(batch, seq)] = logits[OURS_TORCH]
                 times: dict[str, list[float]] = {name: [] for _, name in contenders}
+                quiet: dict[str, list[bool]] = {name: [] for _, name in contenders}
                 for round_index in range(reps):
                     for worker, name in rotate(contenders, round_index):
-                        time.sleep(pause_s)  # let the previous contender's spinning threads go to sleep
+                        # the previous contender's threads stop spinning; other people's work on the machine ends
+                        budget = max(quiet_budget_s - waited_total, 0.0)
+                        waited, was_quiet = wait_for_quiet(min(quiet_wait_s, budget), min_wait_s=pause_s)
+                        waited_total += waited - pause_s
+                        quiet[name].append(was_quiet)
                         times[name].append(worker.request(cmd="time", name=name)["seconds"])
                 flops = forward_flops(config, batch, seq)
                 truth = reference_logits.get((batch, seq))
@@ -323,6 +332,7 @@ def run_inference(
                             "min_ms": 1e3 * min(values),
                             "times_ms": [1e3 * t for t in values],
                             "first_call_ms": 1e3 * first_call[name],
+                            "quiet_runs": sum(quiet[name]),
                             "sequences_per_s": batch / seconds,
                             "tokens_per_s": batch * seq / seconds,
                             "gflops": flops / seconds / 1e9,
@@ -352,6 +362,9 @@ def run_inference(
         "threads": thread_settings,
         "warmup": warmup,
         "pause_between_runs_s": pause_s,
+        "quiet_gate": f"before each run: wait until nothing else runs (/proc/loadavg), at most {quiet_wait_s} s, "
+        f"{quiet_budget_s} s in all",
+        "quiet_gate_waited_s": waited_total,
         "gemm_n": gemm_n,
         "gemm_peak_gflops": peak,  # the best kernel, best run
         "gemm_peak_runs_gflops": peaks,  # per kernel, at the start and at the end of the part

@@ -34,6 +34,7 @@ from benchmarks.common import (
     reset_peak_rss,
     rotate,
     rss_bytes,
+    wait_for_quiet,
 )
 
 logger = logging.getLogger("benchmarks.loading")
@@ -113,18 +114,23 @@ def run_loading(checkpoint: str, *, contenders: tuple[str, ...] = CONTENDERS, re
     """Every contender ``repeats`` times, each run in a fresh process, rotating the order; medians."""
     weights = sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors"))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+    waited_total = 0.0
     for round_index in range(repeats):
         for name in rotate(list(contenders), round_index):
+            waited, quiet = wait_for_quiet(min(10.0, max(60.0 - waited_total, 0.0)))  # other work on the machine
+            waited_total += waited
             argv = [sys.executable, "-m", "benchmarks.bench_loading", checkpoint, "--one", name]
             out = subprocess.run(
                 [*argv, "--threads", str(threads)], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False
             )
             if out.returncode != 0:
                 raise RuntimeError(f"loading benchmark of {name} failed with exit code {out.returncode}")
-            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[name].append({**json.loads(out.stdout.strip().splitlines()[-1]), "quiet_start": quiet})
     summary: dict[str, Any] = {"weights_bytes": weights, "repeats": repeats, "dtype": "float32", "contenders": {}}
     for name, results in runs.items():
-        entry = {key: median([r[key] for r in results]) for key in results[0] if results[0][key] is not None}
+        numeric = [k for k, v in results[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        entry: dict[str, Any] = {key: median([r[key] for r in results]) for key in numeric}
+        entry["quiet_runs"] = sum(r["quiet_start"] for r in results)
         entry["peak_growth_over_weights"] = entry.get("peak_growth_bytes", float("nan")) / weights
         entry["runs"] = results
         summary["contenders"][name] = entry

@@ -5,7 +5,8 @@ JAX/XLA and ONNX Runtime all run with the same number of threads on the same cor
 
 - the process is bound to the first ``threads`` CPUs (``os.sched_setaffinity``; JAX/XLA sizes its CPU thread pool
   from the CPUs it may run on, and has no other switch),
-- ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` = ``threads``,
+- ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` = ``threads``, and the driver's
+  ``OMP_WAIT_POLICY`` (PyTorch's OpenMP threads; ``passive`` by default, see docs/benchmarks.md),
 - ``TF_NUM_INTRAOP_THREADS`` = ``threads``, ``TF_NUM_INTEROP_THREADS`` = 1,
 - then, after the import, ``torch.set_num_threads(threads)`` / ``torch.set_num_interop_threads(1)``,
   ``tf.config.threading`` intra = ``threads`` / inter = 1, ONNX Runtime ``intra_op_num_threads`` = ``threads`` /
@@ -21,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,10 +51,17 @@ SMOKE_TOKENIZER = SHARED / "tiny-random-distilbert"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def pin_threads(threads: int) -> None:
-    """Bind this process to ``threads`` CPUs and set the thread environment variables (before framework imports)."""
+def pin_threads(threads: int, omp_wait_policy: str | None = None) -> None:
+    """Bind this process to ``threads`` CPUs and set the thread environment variables (before framework imports).
+
+    ``omp_wait_policy`` ("passive" / "active") sets ``OMP_WAIT_POLICY`` for this process and its children.
+    """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    if omp_wait_policy is not None:
+        if omp_wait_policy.lower() not in ("passive", "active"):
+            raise ValueError(f"omp_wait_policy must be 'passive' or 'active', got {omp_wait_policy!r}")
+        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy.upper()
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus[:threads])
@@ -172,6 +181,31 @@ def forward_flops(config: Any, batch: int, seq: int, num_labels: int | None = No
     per_token_layer = 4 * d * d + 2 * d * h + 2 * seq * d
     head = d * d + d * labels
     return 2 * (batch * seq * layers * per_token_layer + batch * head)
+
+
+# ------------------------------------------------------------------------------------------- machine load
+def running_tasks() -> int:
+    """Tasks running or runnable right now on the whole machine (``/proc/loadavg``), this one included."""
+    try:
+        with open("/proc/loadavg", encoding="utf-8") as handle:
+            return int(handle.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 1
+
+
+def wait_for_quiet(max_wait_s: float, *, min_wait_s: float = 0.05, samples: int = 3) -> tuple[float, bool]:
+    """Sleep ``min_wait_s``, then until nothing but this process runs (``samples`` readings in a row, 20 ms apart),
+    for at most ``max_wait_s`` more. Returns (seconds waited, whether the machine was quiet)."""
+    start = time.perf_counter()
+    time.sleep(min_wait_s)
+    quiet_in_a_row = 0
+    while True:
+        quiet_in_a_row = quiet_in_a_row + 1 if running_tasks() <= 1 else 0
+        if quiet_in_a_row >= samples:
+            return time.perf_counter() - start, True
+        if time.perf_counter() - start > min_wait_s + max_wait_s:
+            return time.perf_counter() - start, False
+        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------------------------- statistics

@@ -210,7 +210,8 @@ def machine_section(results: dict[str, Any]) -> list[str]:
         "",
         f"- CPU: {machine.get('cpu')} ({machine.get('cpu_count')} cores; {' '.join(machine.get('cpu_flags', []))})",
         f"- memory: {(machine.get('memory_bytes') or 0) / GIB:.1f} GiB; Python {machine.get('python')}",
-        f"- threads: {machine.get('threads')} per framework, pinned the same way everywhere (see Method)",
+        f"- threads: {machine.get('threads')} per framework, pinned the same way everywhere (see Method); "
+        f"OMP_WAIT_POLICY={machine.get('omp_wait_policy')}",
         f"- load average (1, 5, 15 min) at start: {_loads(load_start)}, at end: {_loads(load_end)}",
         f"- run: `{machine.get('command')}`, {machine.get('started_utc')} UTC, {_fmt(machine.get('duration_s'), 0)} s",
         f"- versions: {versions}",
@@ -251,6 +252,7 @@ def inference_section(inference: dict[str, Any]) -> list[str]:
         + "). Model: "
         + f"{inference.get('model')}; config {inference.get('config')}; inputs: {inference.get('inputs')}.",
         "",
+        *quiet_lines(inference),
         *gemm_lines(inference),
     ]
     for dtype in dtypes_of(inference):
@@ -301,6 +303,19 @@ def bf16_speedup_lines(inference: dict[str, Any]) -> list[str]:
 def _speedup_of(inference: dict[str, Any], name: str, shape: tuple[int, int]) -> float | None:
     fp32, bf16 = case_ms(inference, name, "float32", shape), case_ms(inference, name, "bfloat16", shape)
     return None if fp32 is None or bf16 is None else fp32 / bf16
+
+
+def quiet_lines(inference: dict[str, Any]) -> list[str]:
+    """How many timed runs started while nothing else ran on the machine."""
+    cases = inference.get("cases", [])
+    if not cases or "quiet_runs" not in cases[0]:
+        return []
+    quiet, total = sum(c["quiet_runs"] for c in cases), sum(c["repeats"] for c in cases)
+    return [
+        f"{quiet} of {total} timed runs started on a quiet machine (nothing else running); the quiet gate waited "
+        f"{inference.get('quiet_gate_waited_s', 0):.0f} s in all ({inference.get('quiet_gate')}).",
+        "",
+    ]
 
 
 def gemm_lines(inference: dict[str, Any]) -> list[str]:

@@ -198,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default=",".join(WORKERS), help="inference workers (frameworks) to run")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=2, help="threads per framework (pinned alike)")
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        choices=("passive", "active"),
+        help="OMP_WAIT_POLICY of every process (passive: OpenMP threads sleep at once instead of spinning, which "
+        "keeps PyTorch from collapsing when anything else runs on the cores)",
+    )
     parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default: results/)")
     parser.add_argument("--page", type=Path, default=None, help="markdown page whose generated block is rewritten")
     parser.add_argument("--chart", type=Path, default=None, help="the PNG chart")
@@ -211,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     page = args.page or (out_dir / "benchmarks.md" if args.smoke else ROOT / "docs" / "benchmarks.md")
     chart = args.chart or (out_dir / "benchmarks.png" if args.smoke else ROOT / "docs" / "img" / "benchmarks.png")
     if not args.render_only:
-        pin_threads(args.threads)
+        pin_threads(args.threads, args.omp_wait_policy)
         os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # the fast tokenizer's thread pool
         machine = machine_info()
         machine.update(
             {
                 "load_average_start": machine.pop("load_average"),
                 "threads": args.threads,
+                "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
                 "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                 "smoke": args.smoke,

@@ -62,8 +62,15 @@ def test_output_rejects_unknown_fields_and_pickles():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("float32", "float32"), ("bf16", "bfloat16"), ("torch.float16", "float16"), (np.float32, "float32"),
-     (np.dtype("float16"), "float16"), (None, None), ("auto", None)],
+    [
+        ("float32", "float32"),
+        ("bf16", "bfloat16"),
+        ("torch.float16", "float16"),
+        (np.float32, "float32"),
+        (np.dtype("float16"), "float16"),
+        (None, None),
+        ("auto", None),
+    ],
 )
 def test_dtype_name(given, expected):
     assert dtype_name(given) == expected

@@ -74,10 +74,11 @@ def test_report_verdict_json_and_table() -> None:
     assert data["passed"] is False and data["max_abs_diff"] is None
     assert data["pairs"][1]["max_abs_diff"]["logits"] is None
     table = report.table().splitlines()
-    assert table[1].split() == ["output", "pt-tf"]
-    assert table[2].split() == ["logits", "2.00e-07"]
+    assert table[1].split() == ["output", "pt-tf", "bound"]
+    assert table[2].split() == ["logits", "2.00e-07", "1.0e-05"]
+    assert table[3].split() == ["hidden_states[0]", "4.00e-07", "1.0e-04"]
     assert table[-2].split() == ["argmax", "agrees", "yes"]
-    assert table[-1] == "PASS: max |Δ| 4.00e-07 (atol 1e-05)"
+    assert table[-1].startswith("PASS: max |Δ| 4.00e-07; bounds: atol 1e-05 on outputs, 1e-04 on hidden states")
 
 
 def test_sample_batch_is_padded() -> None:
@@ -156,8 +157,8 @@ def test_cli_failure_past_tolerance_exits_1(checkpoint: Path, tmp_path: Path) ->
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].endswith("(masked_lm), batch (3, 64)")
-    assert lines[1].split() == ["output", pair.replace(",", "-")]
-    assert lines[-1].startswith("FAIL: max |Δ| ") and lines[-1].endswith("(atol 1e-12)")
+    assert lines[1].split() == ["output", pair.replace(",", "-"), "bound"]
+    assert lines[-1].startswith("FAIL: max |Δ| ") and "atol 1e-12 on outputs" in lines[-1]
     assert "parity FAILED" in result.stderr
 
 
@@ -246,3 +247,33 @@ def test_model_classes_by_framework_and_head() -> None:
     config = DistilBertConfig(vocab_size=99, dim=32, n_heads=4, hidden_dim=37, n_layers=2)
     fw = available_frameworks()[0]
     assert framework_of(model_class(fw, "base")(config)) == fw
+
+
+def test_bounds_hold_outputs_to_atol_and_intermediates_to_hidden_atol() -> None:
+    """Outputs use --atol, intermediates --hidden-atol, both scaled by max(1, max |x|)."""
+    inter = PairResult(("pt", "tf"), {"logits": 1e-6, "hidden_states[3]": 5e-5}, scale={"hidden_states[3]": 1.0})
+    assert ParityReport("m", "base", ["pt", "tf"], 1e-5, (2, 3), [inter]).passed
+    assert not ParityReport("m", "base", ["pt", "tf"], 1e-5, (2, 3), [inter], hidden_atol=1e-5).passed
+    logits = PairResult(("pt", "tf"), {"logits": 5e-5}, scale={"logits": 1.0})
+    assert not ParityReport("m", "base", ["pt", "tf"], 1e-5, (2, 3), [logits]).passed
+    big = PairResult(("pt", "tf"), {"logits": 5e-5}, scale={"logits": 10.0})  # 5e-5 <= 1e-5 * 10
+    report = ParityReport("m", "base", ["pt", "tf"], 1e-5, (2, 3), [big])
+    assert report.passed and report.bound("logits", 10.0) == pytest.approx(1e-4)
+    assert json.loads(report.to_json())["pairs"][0]["bound"]["logits"] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="hidden_atol must be a positive"):
+        check_parity("unused", frameworks=["pt", "tf"], hidden_atol=0.0)
+
+
+@pytest.mark.parity
+@pytest.mark.slow
+def test_the_embedded_trained_model_passes_parity_with_default_bounds() -> None:
+    """A real trained checkpoint: float32 rounding reaches ~1e-4 in middle hidden states, within the default bounds."""
+    from distilbert_mf.models import DEFAULT_TEXT_CLASSIFICATION_MODEL, builtin_path
+
+    if builtin_path(DEFAULT_TEXT_CLASSIFICATION_MODEL) is None:
+        pytest.skip("the embedded model is not packaged")
+    report = check_parity(DEFAULT_TEXT_CLASSIFICATION_MODEL)
+    assert report.head == "sequence_classification"
+    assert report.passed, report.table()
+    for pair in report.pairs:
+        assert pair.max_abs_diff["logits"] <= 1e-5 and pair.argmax_agree

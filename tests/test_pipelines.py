@@ -26,7 +26,9 @@ FRAMEWORKS = [
     pytest.param("tf", marks=pytest.mark.tensorflow),
     pytest.param("flax", marks=pytest.mark.flax),
 ]
-REF457_PYTHON = Path(os.environ.get("DISTILBERT_MF_REF457", Path(__file__).resolve().parents[2] / "ref457")) / "bin" / "python"
+REF457_PYTHON = (
+    Path(os.environ.get("DISTILBERT_MF_REF457", Path(__file__).resolve().parents[2] / "ref457")) / "bin" / "python"
+)
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 NLI_LABELS = {0: "contradiction", 1: "neutral", 2: "entailment"}
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}

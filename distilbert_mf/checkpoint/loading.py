@@ -75,10 +75,10 @@ def prepare_state_dict(
     has_prefix = any(k.startswith(PREFIX) for k in state)
     if head == "base" and has_prefix:
         # a head checkpoint into the base model: keep the encoder, the head's own layers are unexpected
-        state = {(k[len(PREFIX):] if k.startswith(PREFIX) else k): v for k, v in state.items()}
+        state = {(k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in state.items()}
     elif head != "base" and not has_prefix:
         # a base checkpoint into a head: the encoder lives under distilbert.
-        base_keys = {k[len(PREFIX):] for k in expected if k.startswith(PREFIX)}
+        base_keys = {k[len(PREFIX) :] for k in expected if k.startswith(PREFIX)}
         state = {(PREFIX + k if k in base_keys else k): v for k, v in state.items()}
 
     report = LoadReport(source=source)
@@ -137,7 +137,11 @@ def load_pretrained(
 
     check_head(head)
     folder, fmt, files = resolve_checkpoint(
-        name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+        name_or_path,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
         need_config=config is None,
     )
     if config is None:

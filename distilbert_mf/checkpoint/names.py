@@ -90,9 +90,7 @@ def head_shapes(config: DistilBertConfig, head: str) -> dict[str, tuple[int, ...
     if head == "token_classification":
         return {"classifier.weight": (n, d), "classifier.bias": (n,)}
     if n != 2:
-        raise ValueError(
-            f"question answering predicts a start and an end logit, so num_labels must be 2, got {n}"
-        )
+        raise ValueError(f"question answering predicts a start and an end logit, so num_labels must be 2, got {n}")
     return {"qa_outputs.weight": (2, d), "qa_outputs.bias": (2,)}
 
 

@@ -120,8 +120,11 @@ def pipeline(
         batch_size: inputs per forward pass; inputs are grouped by length so batches carry little padding.
         tokenizer: a folder/repo id/short name or a tokenizer object; None loads the model's own.
         progress: show a tqdm progress bar over the inputs.
-        revision, token, cache_dir, local_files_only, model_kwargs: passed to ``from_pretrained``
-            (``model_kwargs`` holds config overrides).
+        revision: Hub revision, passed to ``from_pretrained`` (so are the next three).
+        token: Hub token.
+        cache_dir: Hub cache folder.
+        local_files_only: never download.
+        model_kwargs: config overrides passed to ``from_pretrained``.
         task_defaults: the task's parameters (``top_k``, ``aggregation_strategy``, ``doc_stride``, ...), used as
             defaults by every call. Unknown names raise ``TypeError``.
     """

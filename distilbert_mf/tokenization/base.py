@@ -161,10 +161,15 @@ class DistilBertTokenizerBase:
         nfc: apply Unicode NFC before BERT's normalisation (default False, as the Hub's ``tokenizer.json``;
             transformers' original Python tokenizer did, which only matters for non-NFC text with accents kept).
         never_split: extra vocabulary tokens kept whole wherever they occur in the text (like special tokens).
-        unk_token, sep_token, pad_token, cls_token, mask_token: the special tokens (BERT's by default).
+        unk_token: the unknown-word token (BERT's ``[UNK]`` by default).
+        sep_token: the separator token (``[SEP]``).
+        pad_token: the padding token (``[PAD]``).
+        cls_token: the classification token (``[CLS]``).
+        mask_token: the mask token (``[MASK]``).
         model_max_length: longest sequence the model accepts (512 for DistilBERT); used when truncating or
             padding to ``max_length`` without an explicit ``max_length``.
-        padding_side, truncation_side: "right" (default) or "left".
+        padding_side: "right" (default) or "left".
+        truncation_side: "right" (default) or "left".
         clean_up_tokenization_spaces: remove spaces before punctuation in :meth:`decode` (default False).
         max_input_chars_per_word: longer words become ``unk_token`` (default 100).
     """
