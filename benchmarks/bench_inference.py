@@ -13,7 +13,8 @@ The driver starts the workers, asks each to load the model and warm up on a case
 requests one timed forward at a time, rotating the order every round, so every contender runs on the same cores
 under the same background load, one at a time. Before each request it pauses (the previous contender's thread pool
 stops spinning) and waits, within a budget, until nothing else runs on the machine; each case records how many of
-its runs started on a quiet machine. Each worker times its own forward (``perf_counter`` around the call
+its runs started on a quiet machine (niced work is ignored). Short forwards (``inner``) are timed several times
+back to back per request, after one untimed forward. Each worker times its own forward (``perf_counter`` around the call
 and the synchronisation: ``block_until_ready`` for JAX); medians are reported. Inputs: seeded random ids, all-ones
 attention mask (no padding).
 
@@ -233,9 +234,14 @@ def worker_main(worker: str, checkpoint: str, onnx_path: str | None, threads: in
                 channel.reply({"contenders": list(bound), "first_call_s": first_call, "logits": logits})
             elif command == "time":
                 forward = bound[request["name"]]
-                start = time.perf_counter()
-                forward()
-                channel.reply({"seconds": time.perf_counter() - start})
+                for _ in range(request.get("rewarm", 0)):  # untimed: threads and caches back up after the pause
+                    forward()
+                seconds = []
+                for _ in range(request.get("n", 1)):
+                    start = time.perf_counter()
+                    forward()
+                    seconds.append(time.perf_counter() - start)
+                channel.reply({"seconds": seconds})
             elif command == "gemm":
                 channel.reply({"gflops": gemm_peak(request["dtype"], request["n"], request["repeats"])})
             elif command == "quit":
@@ -268,6 +274,7 @@ def run_inference(
     dtypes: Sequence[str] = ("float32", "bfloat16"),
     shapes: Sequence[tuple[int, int]] = ((1, 128), (32, 128), (8, 512)),
     repeats: dict[tuple[int, int], int] | int = 5,
+    inner: dict[tuple[int, int], int] | None = None,
     warmup: int = 2,
     threads: int = 2,
     gemm_n: int = 2048,
@@ -295,6 +302,7 @@ def run_inference(
         for dtype in dtypes:
             for batch, seq in shapes:
                 reps = repeats if isinstance(repeats, int) else repeats[(batch, seq)]
+                n = (inner or {}).get((batch, seq), 1)  # back-to-back timed forwards per request
                 contenders: list[tuple[WorkerProcess, str]] = []
                 first_call: dict[str, float] = {}
                 logits: dict[str, np.ndarray] = {}
@@ -315,8 +323,9 @@ def run_inference(
                         budget = max(quiet_budget_s - waited_total, 0.0)
                         waited, was_quiet = wait_for_quiet(min(quiet_wait_s, budget), min_wait_s=pause_s)
                         waited_total += waited - pause_s
-                        quiet[name].append(was_quiet)
-                        times[name].append(worker.request(cmd="time", name=name)["seconds"])
+                        quiet[name] += [was_quiet] * n
+                        reply = worker.request(cmd="time", name=name, n=n, rewarm=1 if n > 1 else 0)
+                        times[name] += reply["seconds"]
                 flops = forward_flops(config, batch, seq)
                 truth = reference_logits.get((batch, seq))
                 for name, values in times.items():
@@ -327,7 +336,8 @@ def run_inference(
                             "dtype": dtype,
                             "batch": batch,
                             "seq": seq,
-                            "repeats": reps,
+                            "repeats": len(values),
+                            "rounds": reps,
                             "median_ms": 1e3 * seconds,
                             "min_ms": 1e3 * min(values),
                             "times_ms": [1e3 * t for t in values],
@@ -381,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default=",".join(WORKERS))
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--shapes", default="1x128,32x128,8x512", help="batch x seq, comma separated")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (timed requests per contender)")
+    parser.add_argument("--inner", type=int, default=1, help="back-to-back timed forwards per request")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -400,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         dtypes=args.dtypes.split(","),
         shapes=shapes,
         repeats=args.repeats,
+        inner=dict.fromkeys(shapes, args.inner),
         warmup=args.warmup,
         threads=args.threads,
     )

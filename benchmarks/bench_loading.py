@@ -110,14 +110,23 @@ def measure_one(contender: str, checkpoint: str) -> dict[str, Any]:
     }
 
 
-def run_loading(checkpoint: str, *, contenders: tuple[str, ...] = CONTENDERS, repeats: int = 3, threads: int = 2):
-    """Every contender ``repeats`` times, each run in a fresh process, rotating the order; medians."""
+def run_loading(
+    checkpoint: str,
+    *,
+    contenders: tuple[str, ...] = CONTENDERS,
+    repeats: int = 3,
+    threads: int = 2,
+    quiet_budget_s: float = 60.0,
+) -> dict[str, Any]:
+    """Every contender ``repeats`` times, each run in a fresh process, rotating the order; medians.
+
+    Before each run it waits (at most 10 s, ``quiet_budget_s`` in all) until nothing else runs on the machine."""
     weights = sum(p.stat().st_size for p in Path(checkpoint).glob("*.safetensors"))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
     waited_total = 0.0
     for round_index in range(repeats):
         for name in rotate(list(contenders), round_index):
-            waited, quiet = wait_for_quiet(min(10.0, max(60.0 - waited_total, 0.0)))  # other work on the machine
+            waited, quiet = wait_for_quiet(min(10.0, max(quiet_budget_s - waited_total, 0.0)))
             waited_total += waited
             argv = [sys.executable, "-m", "benchmarks.bench_loading", checkpoint, "--one", name]
             out = subprocess.run(

@@ -57,9 +57,12 @@ LOADING_WORKER = {"ours-torch": "torch", "ours-keras": "keras", "ours-flax": "fl
 # repetitions: enough for stable medians on a quiet machine, small enough for ~15 minutes in all
 FULL = {
     "shapes": ((1, 128), (32, 128), (8, 512)),
-    "repeats": {(1, 128): 30, (32, 128): 7, (8, 512): 7},
+    "repeats": {(1, 128): 6, (32, 128): 7, (8, 512): 7},  # rounds: one request per contender each
+    "inner": {(1, 128): 5},  # back-to-back timed forwards per request (after one untimed)
     "warmup": 2,
     "gemm_n": 2048,
+    "quiet_wait_s": 10.0,  # per timed run, waiting for other work on the machine to end
+    "quiet_budget_s": 240.0,  # in all, for the inference part (a quarter of it for loading)
     "loading_repeats": 3,
     "pipelines_repeats": 3,
     "pipeline_limit": None,
@@ -69,8 +72,11 @@ FULL = {
 SMOKE = {
     "shapes": ((1, 16), (4, 32)),
     "repeats": 1,
+    "inner": {(1, 16): 2},
     "warmup": 1,
     "gemm_n": 256,
+    "quiet_wait_s": 0.0,
+    "quiet_budget_s": 0.0,
     "loading_repeats": 1,
     "pipelines_repeats": 1,
     "pipeline_limit": 16,
@@ -152,9 +158,12 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
             dtypes=args.dtypes.split(","),
             shapes=settings["shapes"],
             repeats=settings["repeats"],
+            inner=settings["inner"],
             warmup=settings["warmup"],
             threads=args.threads,
             gemm_n=settings["gemm_n"],
+            quiet_wait_s=settings["quiet_wait_s"],
+            quiet_budget_s=settings["quiet_budget_s"],
         )
         results["inference"]["duration_s"] = time.perf_counter() - started
     if "loading" in parts:
@@ -162,7 +171,11 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
         started = time.perf_counter()
         contenders = tuple(name for name, worker in LOADING_WORKER.items() if worker in workers)
         results["loading"] = run_loading(
-            str(checkpoint), contenders=contenders, repeats=settings["loading_repeats"], threads=args.threads
+            str(checkpoint),
+            contenders=contenders,
+            repeats=settings["loading_repeats"],
+            threads=args.threads,
+            quiet_budget_s=settings["quiet_budget_s"] / 4,
         )
         results["loading"]["duration_s"] = time.perf_counter() - started
     model, packaged = default_model(checkpoint)
@@ -200,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads per framework (pinned alike)")
     parser.add_argument(
         "--omp-wait-policy",
-        default="passive",
+        default=None,
         choices=("passive", "active"),
-        help="OMP_WAIT_POLICY of every process (passive: OpenMP threads sleep at once instead of spinning, which "
-        "keeps PyTorch from collapsing when anything else runs on the cores)",
+        help="OMP_WAIT_POLICY of every process (default: the OpenMP runtime's). passive: OpenMP threads sleep at "
+        "once instead of spinning, which keeps PyTorch from collapsing when other work shares the cores, at a cost",
     )
     parser.add_argument("--out-dir", type=Path, default=None, help="where the JSON goes (default: results/)")
     parser.add_argument("--page", type=Path, default=None, help="markdown page whose generated block is rewritten")
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "load_average_start": machine.pop("load_average"),
                 "threads": args.threads,
-                "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default)"),
                 "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                 "smoke": args.smoke,

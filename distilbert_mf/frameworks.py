@@ -34,7 +34,16 @@ def normalize_framework(name: str) -> str:
 def is_available(framework: str) -> bool:
     """True when the framework's modules are installed (checked without importing them)."""
     _, _, modules = FRAMEWORKS[normalize_framework(framework)]
-    return all(importlib.util.find_spec(module) is not None for module in modules)
+    return all(_importable(module) for module in modules)
+
+
+def _importable(module: str) -> bool:
+    """Installed as a real package: a bare folder of that name on ``sys.path`` (a namespace package) does not count."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
 
 
 def available_frameworks() -> list[str]:

@@ -301,6 +301,9 @@ def check_parity(
     from distilbert_mf.checkpoint.names import ARCHITECTURES, check_head
     from distilbert_mf.conversion import read_checkpoint
 
+    for name, value in (("atol", atol), ("hidden_atol", hidden_atol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     names = list(dict.fromkeys(normalize_framework(f) for f in (frameworks or available_frameworks())))
     installed = available_frameworks()
     missing = [f for f in names if f not in installed]
@@ -312,9 +315,6 @@ def check_parity(
         raise ValueError(
             f"parity needs at least two frameworks, got {names}; install more: pip install 'distilbert-mf[all]'"
         )
-    for name, value in (("atol", atol), ("hidden_atol", hidden_atol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     if texts is not None:
         texts = [str(t) for t in texts]
         if not texts:

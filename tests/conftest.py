@@ -20,12 +20,41 @@ SHARED_DATA = Path(os.environ.get("DISTILBERT_MF_SHARED_DATA", ROOT.parent / "sh
 _FRAMEWORK_MODULES = {"torch": ("torch",), "tensorflow": ("tensorflow", "keras"), "flax": ("jax", "flax")}
 
 
+def _importable(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.origin not in (None, "namespace")  # a bare folder is not the framework
+
+
 def framework_available(name: str) -> bool:
-    return all(importlib.util.find_spec(mod) is not None for mod in _FRAMEWORK_MODULES[name])
+    return all(_importable(mod) for mod in _FRAMEWORK_MODULES[name])
 
 
 def installed_frameworks() -> list[str]:
     return [name for name in _FRAMEWORK_MODULES if framework_available(name)]
+
+
+# test folders whose modules import their framework at the top: not collected when it is missing (reported below)
+_FRAMEWORK_DIRS = {"models_torch": "torch", "models_flax": "flax", "models_tensorflow": "tensorflow"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    for folder, name in _FRAMEWORK_DIRS.items():
+        if collection_path.is_relative_to(ROOT / "tests" / folder) and not framework_available(name):
+            return True
+    return None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    missing = [name for name in _FRAMEWORK_MODULES if not framework_available(name)]
+    if not missing:
+        return ["frameworks: torch, tensorflow and flax installed: every test runs"]
+    return [f"skipped: tests/models_{name}/ and tests marked {name!r} ({name} is not installed)" for name in missing]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for name in _FRAMEWORK_MODULES:
+        if not framework_available(name):
+            terminalreporter.write_line(f"SKIPPED tests/models_{name}/: {name} is not installed")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distilbert_mf.checkpoint.names import HEAD_OF_ARCHITECTURE
+from distilbert_mf.frameworks import normalize_framework
 from distilbert_mf.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline
 from distilbert_mf.pipelines.feature_extraction import FeatureExtractionPipeline
 from distilbert_mf.pipelines.fill_mask import FillMaskPipeline
@@ -220,7 +221,7 @@ def _wrap(model: Any, framework: str | None, device: Any, dtype: Any, model_kwar
     if isinstance(model, ModelAdapter):
         return model
     found = installed_framework_of(model)
-    if found is not None and framework is not None and resolve_framework(framework) != found:
+    if found is not None and framework is not None and normalize_framework(framework) != found:
         raise ValueError(f"framework={framework!r} but the model given is a {found} model ({type(model).__name__})")
     return wrap_model(model, device=device)
 
