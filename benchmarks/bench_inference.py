@@ -372,8 +372,8 @@ def run_inference(
         "threads": thread_settings,
         "warmup": warmup,
         "pause_between_runs_s": pause_s,
-        "quiet_gate": f"before each run: wait until nothing else runs (/proc/loadavg), at most {quiet_wait_s} s, "
-        f"{quiet_budget_s} s in all",
+        "quiet_gate": f"before each run: wait for a 100 ms window in which normal-priority processes used no CPU "
+        f"(/proc/stat; niced work ignored), at most {quiet_wait_s} s, {quiet_budget_s} s in all",
         "quiet_gate_waited_s": waited_total,
         "gemm_n": gemm_n,
         "gemm_peak_gflops": peak,  # the best kernel, best run

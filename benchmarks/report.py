@@ -312,7 +312,7 @@ def quiet_lines(inference: dict[str, Any]) -> list[str]:
         return []
     quiet, total = sum(c["quiet_runs"] for c in cases), sum(c["repeats"] for c in cases)
     return [
-        f"{quiet} of {total} timed runs started on a quiet machine (nothing else running); the quiet gate waited "
+        f"{quiet} of {total} timed runs started on a quiet machine; the quiet gate waited "
         f"{inference.get('quiet_gate_waited_s', 0):.0f} s in all ({inference.get('quiet_gate')}).",
         "",
     ]
@@ -549,7 +549,6 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
         ax.set_xticks(range(len(shapes)), [f"batch {b} × {s}" for b, s in shapes])
         ax.set_ylabel("speed relative to transformers (PyTorch, sdpa)")
         ax.set_title(f"Inference {dtype}: higher is faster")
-        ax.legend(fontsize=8)
     if loading:
         ax = axes[-1]
         names = list(loading["contenders"])
@@ -566,7 +565,10 @@ def write_chart(results: dict[str, Any], path: Path) -> Path | None:
         ax.set_title(f"Loading {loading['weights_bytes'] / MIB:.0f} MiB safetensors")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="upper left")
-    fig.tight_layout()
+    if dtypes:  # one legend for the inference panels, under the figure
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

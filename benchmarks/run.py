@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load_average_start": machine.pop("load_average"),
                 "threads": args.threads,
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default)"),
-                "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "command": " ".join(["python -m benchmarks.run", *(argv if argv is not None else sys.argv[1:])]),
                 "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
                 "smoke": args.smoke,
             }

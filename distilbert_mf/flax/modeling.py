@@ -213,13 +213,46 @@ class MultiHeadSelfAttention(nnx.Module):
             return t.reshape(batch, seq, self.n_heads, dim // self.n_heads).transpose(0, 2, 1, 3)
 
         q, k, v = split_heads(self.q_lin(x)), split_heads(self.k_lin(x)), split_heads(self.v_lin(x))
-        scores = (q @ k.swapaxes(-1, -2)) * (dim // self.n_heads) ** -0.5  # (batch, heads, q_len, k_len)
-        if mask_bias is not None:
-            scores = scores + mask_bias  # (batch, heads, q_len, k_len)
-        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)  # (batch, heads, q_len, k_len)
-        probs = self.dropout(probs)
-        context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq, dim)  # (batch, seq, dim)
+        scale = (dim // self.n_heads) ** -0.5
+        if (self.dropout.deterministic or self.dropout.rate == 0) and per_head_attention():
+            context, probs = jax.lax.map(  # one (batch, head) at a time: its scores stay in the CPU cache
+                lambda qkvb: attend(*qkvb, scale), per_head_operands(q, k, v, mask_bias)
+            )
+            context, probs = context.reshape(q.shape), probs.reshape(batch, self.n_heads, seq, seq)
+        else:
+            context, probs = attend(q, k, v, mask_bias, scale, self.dropout)
+        context = context.transpose(0, 2, 1, 3).reshape(batch, seq, dim)  # (batch, seq, dim)
         return self.out_lin(context), probs
+
+
+def attend(q: Array, k: Array, v: Array, mask_bias: Array | None, scale: float, dropout: Any = None) -> tuple:
+    """Softmax attention: q, k, v (..., seq, head_dim) -> context (..., q_len, head_dim), probs (..., q_len, k_len)."""
+    scores = (q @ k.swapaxes(-1, -2)) * scale  # (..., q_len, k_len)
+    if mask_bias is not None:
+        scores = scores + mask_bias  # (..., q_len, k_len)
+    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)  # (..., q_len, k_len)
+    if dropout is not None:
+        probs = dropout(probs)
+    return probs @ v, probs
+
+
+# Inference on the CPU computes attention one (batch, head) pair at a time (``jax.lax.map``): XLA:CPU materialises the
+# whole (batch, heads, seq, seq) score tensor otherwise, and at seq 512 that pass through memory costs 2.5x the time
+# (docs/benchmarks.md). Same numbers either way; set to False to always use one batched product.
+PER_HEAD_ATTENTION_ON_CPU = True
+
+
+def per_head_attention() -> bool:
+    return PER_HEAD_ATTENTION_ON_CPU and jax.default_backend() == "cpu"
+
+
+def per_head_operands(q: Array, k: Array, v: Array, mask_bias: Array | None) -> tuple[Array, ...]:
+    """(batch, heads, seq, head_dim) inputs and a (batch, 1, 1, seq) bias as (batch * heads, ...) stacks."""
+    batch, heads, seq, _ = q.shape
+    if mask_bias is None:
+        mask_bias = jnp.zeros((batch, 1, 1, seq), q.dtype)
+    bias = jnp.broadcast_to(mask_bias, (batch, heads, 1, seq)).reshape(batch * heads, 1, seq)
+    return (*(t.reshape(batch * heads, seq, -1) for t in (q, k, v)), bias)
 
 
 class FFN(nnx.Module):

@@ -1,0 +1,67 @@
+"""The CPU inference path of Flax attention (one (batch, head) pair at a time): same numbers, inference only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from distilbert_mf import DistilBertConfig
+from distilbert_mf.flax import FlaxDistilBertForSequenceClassification, modeling
+
+pytestmark = [
+    pytest.mark.flax,
+    pytest.mark.skipif(jax.default_backend() != "cpu", reason="the per-head path is for the CPU backend"),
+]
+CONFIG = DistilBertConfig(vocab_size=99, dim=32, n_heads=4, hidden_dim=37, n_layers=2, max_position_embeddings=64)
+
+
+def inputs() -> tuple[np.ndarray, np.ndarray]:
+    ids = np.random.default_rng(0).integers(1, CONFIG.vocab_size, (3, 11))
+    mask = np.ones((3, 11), np.int32)
+    mask[2, 5:] = 0  # padding, and a row that attends to 5 tokens only
+    return ids, mask
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_per_head_path_gives_the_same_numbers(dtype, monkeypatch) -> None:
+    model = FlaxDistilBertForSequenceClassification(CONFIG, rngs=nnx.Rngs(0), dtype=dtype)
+    model.eval()
+    ids, mask = inputs()
+    results = {}
+    for per_head in (True, False):
+        monkeypatch.setattr(modeling, "PER_HEAD_ATTENTION_ON_CPU", per_head)
+        assert modeling.per_head_attention() is per_head
+        eager = model(ids, mask, output_attentions=True)
+        jitted = nnx.jit(lambda m, i, a: m(i, a).logits, graph=False)(model, jnp.asarray(ids), jnp.asarray(mask))
+        results[per_head] = (eager.logits, *eager.attentions, jitted)
+    for fast, plain in zip(results[True], results[False]):
+        np.testing.assert_array_equal(np.asarray(fast, np.float32), np.asarray(plain, np.float32))
+    probs = np.asarray(results[True][1], np.float32)  # (batch, heads, q, k)
+    assert probs.shape == (3, 4, 11, 11) and np.all(probs[2, :, :, 5:] == 0)
+
+
+def test_per_head_operands_flatten_batch_and_heads() -> None:
+    q = jnp.arange(2 * 3 * 5 * 4, dtype=jnp.float32).reshape(2, 3, 5, 4)
+    bias = jnp.arange(2 * 5, dtype=jnp.float32).reshape(2, 1, 1, 5)
+    fq, fk, fv, fbias = modeling.per_head_operands(q, q, q, bias)
+    assert fq.shape == fk.shape == fv.shape == (6, 5, 4) and fbias.shape == (6, 1, 5)
+    np.testing.assert_array_equal(fq[4], q[1, 1])
+    np.testing.assert_array_equal(fbias[4, 0], bias[1, 0, 0])
+    _, _, _, zeros = modeling.per_head_operands(q, q, q, None)
+    assert zeros.shape == (6, 1, 5) and not np.any(zeros)
+
+
+def test_training_keeps_attention_dropout() -> None:
+    model = FlaxDistilBertForSequenceClassification(CONFIG.replace(dropout=0.0, attention_dropout=0.5))
+    model.train()
+    ids, _ = inputs()
+    first, second = model(ids).logits, model(ids).logits  # dropout draws new masks: the batched path ran
+    assert not np.allclose(np.asarray(first), np.asarray(second))
+    model.eval()
+    np.testing.assert_array_equal(np.asarray(model(ids).logits), np.asarray(model(ids).logits))
