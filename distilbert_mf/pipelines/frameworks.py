@@ -256,12 +256,13 @@ class FlaxAdapter(ModelAdapter):
         model.eval()
         names = self.outputs
 
-        @nnx.jit
         def call(module: Any, ids: Any, mask: Any) -> dict[str, Any]:
             out = module(input_ids=ids, attention_mask=mask)
             return {name: out[name] for name in names}
 
-        self._call = call
+        # tree mode: the model goes in as a plain pytree and nothing flows back out (inference changes no state);
+        # NNX's default graph mode would copy every weight out of each call
+        self._call = nnx.jit(call, graph=False)
 
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         import jax

@@ -22,6 +22,7 @@ import ml_dtypes
 import numpy as np
 
 from distilbert_mf import checkpoint, modeling_utils
+from distilbert_mf.checkpoint import transfer
 from distilbert_mf.checkpoint.loading import DEFAULT_MAX_SHARD_SIZE, LoadReport, ShapeMismatchError
 from distilbert_mf.checkpoint.names import TIED_KEY, TIED_SOURCE
 from distilbert_mf.config import DistilBertConfig
@@ -157,17 +158,13 @@ class TFDistilBertPreTrainedModel(keras.Model):
         self._allow_non_tensor_positional_args = True
 
     # ------------------------------------------------------------------------------------------- building
-    def dummy_inputs(self) -> dict[str, np.ndarray]:
-        """A tiny batch that builds every variable: input_ids (1, 2), or (1, 1, 2) for multiple choice."""
-        shape = (1,) * (self.input_ndim - 1) + (2,)
-        return {
-            "input_ids": np.full(shape, self.config.pad_token_id or 0, np.int32),
-            "attention_mask": np.ones(shape, np.int32),
-        }
+    def build(self, input_shape: Any = None) -> None:
+        """Create every variable from the config alone, without running the model (each constructor calls this).
 
-    def build_with_dummy_inputs(self) -> None:
-        """Create every variable by running :meth:`dummy_inputs` once (no data needed)."""
-        self(**self.dummy_inputs(), training=False)
+        The layers a head adds on top of the encoder all read ``dim``-wide vectors."""
+        for layer in self.layers:
+            if not layer.built:
+                layer.build((None, self.config.dim))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "config": self.config.to_dict(full=True)}
@@ -208,6 +205,16 @@ class TFDistilBertPreTrainedModel(keras.Model):
         Every shape is checked (``ShapeMismatchError``). With ``strict`` (default) a missing or unexpected key raises
         ``KeyError``; with ``strict=False`` missing variables keep their values. Returns the missing/unexpected keys.
         """
+        checked, report = self._check_canonical(arrays, strict=strict)
+        variables = self.canonical_variables()
+        for key, array in checked.items():
+            assign_canonical(*variables[key], array)
+        return report
+
+    def _check_canonical(
+        self, arrays: Mapping[str, np.ndarray], *, strict: bool
+    ) -> tuple[dict[str, np.ndarray], LoadReport]:
+        """The arrays that fill a variable, each checked for shape and dtype before any variable changes."""
         variables = self.canonical_variables()
         tied = self.head == "masked_lm" and self.config.tie_word_embeddings
         arrays = dict(arrays)
@@ -224,7 +231,7 @@ class TFDistilBertPreTrainedModel(keras.Model):
             )
         expected = checkpoint.expected_shapes(self.config, self.head)
         checked = {}
-        for key, array in arrays.items():  # check everything before changing any variable
+        for key, array in arrays.items():
             if key not in variables:
                 continue
             array = np.asarray(array)
@@ -236,11 +243,7 @@ class TFDistilBertPreTrainedModel(keras.Model):
             if array.dtype.kind != "f" and array.dtype != NUMPY_DTYPES["bfloat16"]:
                 raise TypeError(f"weight {key!r} has dtype {array.dtype}; expected floats (float16/32/64 or bfloat16)")
             checked[key] = array
-        for key, array in checked.items():
-            variable, transposed = variables[key]
-            target = NUMPY_DTYPES[keras.backend.standardize_dtype(variable.dtype)]
-            variable.assign((array.T if transposed else array).astype(target))
-        return report
+        return checked, report
 
     # ------------------------------------------------------------------------------------ loading and saving
     @classmethod
@@ -278,8 +281,18 @@ class TFDistilBertPreTrainedModel(keras.Model):
             token=token,
             **config_overrides,
         )
-        model = cls(config, name=name, dtype=resolve_dtype_policy(checkpoint_dtype(arrays)) if auto else policy)
-        model.load_canonical_state_dict(arrays, strict=False)
+        policy = resolve_dtype_policy(checkpoint_dtype(arrays)) if auto else policy
+        # Declare the variables without values (no random draws, no forward pass): leaving the scope gives each one
+        # its initializer's value, zeros for the weights the checkpoint has, which are then copied in block by block.
+        with keras.StatelessScope():
+            model = cls(config, name=name, dtype=policy)
+            checked, _ = model._check_canonical(arrays, strict=False)
+            variables = model.canonical_variables()
+            for key in checked:
+                defer_to_zeros(variables[key][0])
+        del arrays  # the mapped file's pages are given back as they are copied
+        for key in list(checked):
+            assign_canonical(*variables[key], checked.pop(key), release=True)
         return model
 
     def save_pretrained(
@@ -358,6 +371,39 @@ class TFDistilBertPreTrainedModel(keras.Model):
         directory = Path(directory)
         archive.write_out(str(directory), verbose=False)
         return directory
+
+
+def defer_to_zeros(variable: Any) -> None:
+    """Inside a ``keras.StatelessScope``: make a declared variable start as zeros instead of its random initializer.
+
+    Keras keeps the initializer of a variable declared in a stateless scope in ``_initializer`` and calls it when
+    the scope ends; there is no public way to change it."""
+    if getattr(variable, "_initializer", None) is None:
+        raise RuntimeError(
+            f"variable {variable.path} has no deferred initializer; declare it in a keras.StatelessScope"
+        )
+    variable._initializer = keras.initializers.Zeros()
+
+
+def assign_canonical(variable: Any, transposed: bool, array: np.ndarray, *, release: bool = False) -> None:
+    """Copy a canonical array into ``variable``: cast to its dtype, transposed for kernels.
+
+    With TensorFlow the copy goes block by block into the variable's own memory (``release``: the checkpoint file's
+    pages are given back after each block, see :mod:`distilbert_mf.checkpoint.transfer`); other Keras backends
+    take one whole array."""
+    dtype = NUMPY_DTYPES[keras.backend.standardize_dtype(variable.dtype)]
+    if keras.backend.backend() != "tensorflow":
+        variable.assign(transfer.stored_copy(array, dtype=dtype, transposed=transposed, release=release))
+        return
+    import tensorflow as tf
+
+    handle, stored = variable.value.handle, transfer.stored_shape(array.shape, transposed)
+    for rows, block in transfer.blocks(array, dtype=dtype, transposed=transposed, release=release):
+        # written in place: ``variable[rows].assign`` would first read (and so copy) the whole variable
+        begin, end = [0] * len(stored), list(stored)
+        axis = len(stored) - 1 if transposed else 0
+        begin[axis], end[axis] = rows.start, rows.stop
+        tf.raw_ops.ResourceStridedSliceAssign(ref=handle, begin=begin, end=end, strides=[1] * len(stored), value=block)
 
 
 def _per_example(outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -112,6 +112,11 @@ class Embeddings(layers.Layer):
         self.LayerNorm = LayerNorm(config.dim, name="LayerNorm", dtype=dtype)
         self.dropout = layers.Dropout(config.dropout, dtype=dtype)
 
+    def build(self, input_shape: Any = None) -> None:
+        self.word_embeddings.build()
+        self.position_embeddings.build()
+        self.LayerNorm.build()
+
     def call(self, input_ids: Any = None, position_ids: Any = None, inputs_embeds: Any = None, training: Any = None):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (batch, seq, dim)
@@ -130,13 +135,17 @@ class MultiHeadSelfAttention(layers.Layer):
     def __init__(self, config: DistilBertConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.dim, self.n_heads, self.head_dim = config.dim, config.n_heads, config.head_dim
         self.scaling = config.head_dim**-0.5
         self.q_lin = dense(config.dim, config, "q_lin", dtype)
         self.k_lin = dense(config.dim, config, "k_lin", dtype)
         self.v_lin = dense(config.dim, config, "v_lin", dtype)
         self.out_lin = dense(config.dim, config, "out_lin", dtype)
         self.dropout = layers.Dropout(config.attention_dropout, dtype=dtype)
+
+    def build(self, input_shape: Any = None) -> None:
+        for linear in (self.q_lin, self.k_lin, self.v_lin, self.out_lin):
+            linear.build((None, self.dim))
 
     def split_heads(self, x: Any) -> Any:
         x = ops.reshape(x, (*ops.shape(x)[:2], self.n_heads, self.head_dim))  # (batch, seq, heads, head_dim)
@@ -159,10 +168,15 @@ class FFN(layers.Layer):
 
     def __init__(self, config: DistilBertConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.dim, self.hidden_dim = config.dim, config.hidden_dim
         self.lin1 = dense(config.hidden_dim, config, "lin1", self.dtype_policy)
         self.lin2 = dense(config.dim, config, "lin2", self.dtype_policy)
         self.activation = ACTIVATIONS[config.activation]
         self.dropout = layers.Dropout(config.dropout, dtype=self.dtype_policy)
+
+    def build(self, input_shape: Any = None) -> None:
+        self.lin1.build((None, self.dim))
+        self.lin2.build((None, self.hidden_dim))
 
     def call(self, x: Any, training: Any = None) -> Any:
         return self.dropout(self.lin2(self.activation(self.lin1(x))), training=training)  # (batch, seq, dim)
@@ -179,6 +193,10 @@ class TransformerBlock(layers.Layer):
         self.ffn = FFN(config, name="ffn", dtype=dtype)
         self.output_layer_norm = LayerNorm(config.dim, name="output_layer_norm", dtype=dtype)
 
+    def build(self, input_shape: Any = None) -> None:
+        for layer in (self.attention, self.sa_layer_norm, self.ffn, self.output_layer_norm):
+            layer.build(input_shape)
+
     def call(self, x: Any, attention_mask: Any, training: Any = None) -> tuple[Any, Any]:
         attn, weights = self.attention(x, attention_mask, training=training)
         h = self.sa_layer_norm(attn + x)  # (batch, seq, dim)
@@ -194,6 +212,10 @@ class Transformer(layers.Layer):
         self.layer = [
             TransformerBlock(config, name=f"layer_{i}", dtype=self.dtype_policy) for i in range(config.n_layers)
         ]
+
+    def build(self, input_shape: Any = None) -> None:
+        for block in self.layer:
+            block.build(input_shape)
 
     def call(self, x, attention_mask, output_attentions=False, output_hidden_states=False, training=None):
         hidden_states, attentions = [x], []
@@ -331,7 +353,7 @@ class TFDistilBertModel(TFDistilBertPreTrainedModel):
         super().__init__(config, **kwargs)
         self.embeddings = Embeddings(config, name="embeddings", dtype=self.dtype_policy)
         self.transformer = Transformer(config, name="transformer", dtype=self.dtype_policy)
-        self.build_with_dummy_inputs()
+        self.build()
 
     @unpack_inputs
     def call(
@@ -401,7 +423,7 @@ class TFDistilBertForMaskedLM(TFDistilBertHead):
         self.activation = ACTIVATIONS[config.activation]
         self.vocab_layer_norm = LayerNorm(config.dim, name="vocab_layer_norm", dtype=self.dtype_policy)
         self.vocab_projector = VocabProjector(config, name="vocab_projector", dtype=self.dtype_policy)
-        self.build_with_dummy_inputs()
+        self.build()
 
     @unpack_inputs
     def call(
@@ -430,7 +452,7 @@ class TFDistilBertForSequenceClassification(TFDistilBertHead):
         self.pre_classifier = dense(config.dim, config, "pre_classifier", self.dtype_policy)
         self.dropout = layers.Dropout(config.seq_classif_dropout, dtype=self.dtype_policy)
         self.classifier = dense(config.num_labels, config, "classifier", self.dtype_policy)
-        self.build_with_dummy_inputs()
+        self.build()
 
     @unpack_inputs
     def call(
@@ -464,7 +486,7 @@ class TFDistilBertForMultipleChoice(TFDistilBertHead):
         self.pre_classifier = dense(config.dim, config, "pre_classifier", self.dtype_policy)
         self.dropout = layers.Dropout(config.seq_classif_dropout, dtype=self.dtype_policy)
         self.classifier = dense(1, config, "classifier", self.dtype_policy)
-        self.build_with_dummy_inputs()
+        self.build()
 
     @unpack_inputs
     def call(
@@ -511,7 +533,7 @@ class TFDistilBertForTokenClassification(TFDistilBertHead):
         super().__init__(config, **kwargs)
         self.dropout = layers.Dropout(config.dropout, dtype=self.dtype_policy)
         self.classifier = dense(config.num_labels, config, "classifier", self.dtype_policy)
-        self.build_with_dummy_inputs()
+        self.build()
 
     @unpack_inputs
     def call(
@@ -538,7 +560,7 @@ class TFDistilBertForQuestionAnswering(TFDistilBertHead):
         super().__init__(config, **kwargs)
         self.dropout = layers.Dropout(config.qa_dropout, dtype=self.dtype_policy)
         self.qa_outputs = dense(2, config, "qa_outputs", self.dtype_policy)
-        self.build_with_dummy_inputs()
+        self.build()
 
     @unpack_inputs
     def call(

@@ -1,4 +1,5 @@
-"""The CPU inference path of Flax attention (one (batch, head) pair at a time): same numbers, inference only."""
+"""The CPU inference paths of Flax (attention one (batch, head) pair at a time, the feed-forward a block of tokens at
+a time): same numbers, inference only."""
 
 from __future__ import annotations
 
@@ -65,3 +66,46 @@ def test_training_keeps_attention_dropout() -> None:
     assert not np.allclose(np.asarray(first), np.asarray(second))
     model.eval()
     np.testing.assert_array_equal(np.asarray(model(ids).logits), np.asarray(model(ids).logits))
+
+
+def test_row_blocked_feed_forward_gives_the_same_numbers(monkeypatch) -> None:
+    model = FlaxDistilBertForSequenceClassification(CONFIG, rngs=nnx.Rngs(0))
+    model.eval()
+    ids, mask = inputs()  # 3 x 11 = 33 tokens
+    results = {}
+    for rows in (8, 0):  # 8: five blocks of 7 tokens, 2 of them padding; 0: one product
+        monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", rows)
+        eager = model(ids, mask, output_hidden_states=True)
+        jitted = nnx.jit(lambda m, i, a: m(i, a).logits, graph=False)(model, jnp.asarray(ids), jnp.asarray(mask))
+        results[rows] = (eager.logits, *eager.hidden_states, jitted)
+    for blocked, plain in zip(results[8], results[0]):
+        np.testing.assert_array_equal(np.asarray(blocked), np.asarray(plain))
+
+
+def test_bfloat16_compute_keeps_one_feed_forward_product(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", 8)
+    monkeypatch.setattr(modeling, "map_rows", lambda *a: calls.append(a))
+    model = FlaxDistilBertForSequenceClassification(CONFIG, rngs=nnx.Rngs(0), dtype="bfloat16")
+    model.eval()
+    model(*inputs())
+    assert calls == []
+
+
+def test_feed_forward_block_sizes(monkeypatch) -> None:
+    assert modeling.FFN_ROWS_ON_CPU == 512
+    assert modeling.ffn_rows_at_a_time(128) == 0  # batch 1 x 128: one product
+    assert modeling.ffn_rows_at_a_time(4096) == 512
+    assert modeling.ffn_rows_at_a_time(655) == 328  # two even blocks, one padding row
+    monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", 0)
+    assert modeling.ffn_rows_at_a_time(4096) == 0
+    x = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
+    np.testing.assert_array_equal(modeling.map_rows(lambda t: t * 2, x, 4), x * 2)  # 10 tokens in 3 blocks of 4
+
+
+def test_training_keeps_feed_forward_dropout(monkeypatch) -> None:
+    monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", 8)
+    model = FlaxDistilBertForSequenceClassification(CONFIG.replace(dropout=0.5, attention_dropout=0.0))
+    model.train()
+    ids, _ = inputs()
+    assert not np.allclose(np.asarray(model(ids).logits), np.asarray(model(ids).logits))

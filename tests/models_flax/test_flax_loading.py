@@ -275,3 +275,42 @@ def test_transformers_written_checkpoint_matches_transformers(shared_data):
         expected = reference(torch.from_numpy(input_ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
     got = np.asarray(ours(input_ids, mask).last_hidden_state)
     np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+
+
+def test_from_pretrained_draws_no_random_weights_for_a_complete_checkpoint(tmp_path, monkeypatch):
+    import jax
+
+    from distilbert_mf.flax import loading
+
+    source = build(FlaxDistilBertForSequenceClassification, CONFIG)
+    source.save_pretrained(tmp_path / "full")
+    build(FlaxDistilBertModel, CONFIG).save_pretrained(tmp_path / "base")
+    from jax._src import random as jax_random  # what the initialisers call
+
+    calls = []
+    original = jax_random.normal
+    monkeypatch.setattr(jax_random, "normal", lambda *a, **k: calls.append(a) or original(*a, **k))
+
+    loaded = FlaxDistilBertForSequenceClassification.from_pretrained(tmp_path / "full")
+    assert calls == []  # parameters were declared by shape only, then filled
+    assert not loading.declaring_shapes_only()  # the switch is scoped to the load
+    for _, _, variable in loading.weight_variables(loaded):
+        assert isinstance(variable.get_value(), jax.Array)
+    ids, mask = make_inputs(FlaxDistilBertForSequenceClassification, CONFIG)
+    np.testing.assert_array_equal(np.asarray(loaded(ids, mask).logits), np.asarray(source(ids, mask).logits))
+
+    head = FlaxDistilBertForSequenceClassification.from_pretrained(tmp_path / "base")  # the head starts random
+    assert calls and np.std(np.asarray(head.classifier.kernel[...])) > 0
+
+
+def test_loaded_parameters_never_alias_the_callers_arrays():
+    """JAX on CPU adopts aligned host buffers without copying; the loader hands it private copies only."""
+    source = build(FlaxDistilBertForSequenceClassification, CONFIG)
+    state = {key: np.array(value) for key, value in source.canonical_state_dict().items()}  # writable copies
+    model = build(FlaxDistilBertForSequenceClassification, CONFIG)
+    model.load_canonical_state_dict(state)
+    ids, mask = make_inputs(FlaxDistilBertForSequenceClassification, CONFIG)
+    before = np.asarray(model(ids, mask).logits)
+    for array in state.values():
+        array[...] = 0
+    np.testing.assert_array_equal(np.asarray(model(ids, mask).logits), before)

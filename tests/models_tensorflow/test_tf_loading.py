@@ -156,3 +156,45 @@ def test_transformers_checkpoint_matches_transformers_pytorch(weights, shared_da
         np.testing.assert_allclose(np.asarray(a)[mask == 1], b.numpy()[mask == 1], atol=1e-5)
     for a, b in zip(ours.attentions, theirs.attentions):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-5)
+
+
+def test_from_pretrained_neither_draws_random_weights_nor_runs_the_model(tf_models, tmp_path, monkeypatch):
+    """A complete checkpoint is copied into variables declared without values: no initializer, no forward pass."""
+    from distilbert_mf.tensorflow import modeling
+
+    tf_models["sequence_classification"].save_pretrained(tmp_path / "full")
+    tf_models["base"].save_pretrained(tmp_path / "base")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("from_pretrained drew random weights or ran the model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.initializers.RandomNormal, "__call__", refuse)
+        patch.setattr(modeling.TFDistilBertModel, "call", refuse)
+        loaded = TFDistilBertForSequenceClassification.from_pretrained(tmp_path / "full")
+    np.testing.assert_array_equal(
+        run(loaded, "sequence_classification"), run(tf_models["sequence_classification"], "sequence_classification")
+    )
+    for variable in loaded.weights:
+        assert variable.value is not None
+
+    draws = []
+    original = keras.initializers.RandomNormal.__call__
+    monkeypatch.setattr(
+        keras.initializers.RandomNormal, "__call__", lambda self, *a, **k: draws.append(a) or original(self, *a, **k)
+    )
+    head = TFDistilBertForSequenceClassification.from_pretrained(tmp_path / "base")  # the head's layers start random
+    assert sorted(shape for shape, *_ in draws) == sorted([(32, 32), (32, 3)])  # pre_classifier, classifier kernels
+    assert np.std(keras.ops.convert_to_numpy(head.classifier.kernel)) > 0
+
+
+def test_from_pretrained_does_not_alias_or_change_the_source_arrays(tf_models):
+    """load_canonical_state_dict copies: changing the numpy arrays afterwards leaves the model alone."""
+    source = tf_models["sequence_classification"]
+    state = source.canonical_state_dict()
+    model = TFDistilBertForSequenceClassification(source.config)
+    model.load_canonical_state_dict(state)
+    before = run(model, "sequence_classification")
+    for array in state.values():
+        array[...] = 0
+    np.testing.assert_array_equal(run(model, "sequence_classification"), before)
