@@ -121,8 +121,8 @@ def release_pages(array: np.ndarray) -> bool:
     platform has no ``madvise``. Only for maps nobody wrote to: private changes to the pages are dropped.
     """
     file_map = _file_map(array)
-    if file_map is None or not array.flags.c_contiguous or not hasattr(file_map, "madvise"):
-        return False
+    if file_map is None or not array.flags.c_contiguous or not hasattr(mmap, "MADV_DONTNEED"):
+        return False  # (Windows has no madvise)
     base = np.frombuffer(file_map, np.uint8).ctypes.data  # where the map starts in memory
     begin = array.ctypes.data - base
     end = begin + array.nbytes
