@@ -539,13 +539,16 @@ def question_answering_loss(start_logits: Array, end_logits: Array, start_positi
     """Mean of start and end cross entropies; positions clamped to [0, seq] and ignored when == seq."""
     seq = start_logits.shape[1]
 
-    def position_loss(logits: Array, positions: Any) -> Array:
+    def position_loss(logits: Array, positions: Any, name: str) -> Array:
         positions = jnp.asarray(positions)
+        if not jnp.issubdtype(positions.dtype, jnp.integer):
+            raise TypeError(f"{name} must be integer token positions, got dtype {positions.dtype}")
         if positions.ndim > 1:
             positions = positions.squeeze(-1)
         return cross_entropy(logits, jnp.clip(positions, 0, seq), ignore_index=seq)
 
-    return (position_loss(start_logits, start_positions) + position_loss(end_logits, end_positions)) / 2
+    start_loss = position_loss(start_logits, start_positions, "start_positions")
+    return (start_loss + position_loss(end_logits, end_positions, "end_positions")) / 2
 
 
 # ----------------------------------------------------------------------------------------------------------------------

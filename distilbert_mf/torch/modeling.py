@@ -486,6 +486,14 @@ class DistilBertForTokenClassification(_HeadModel):
         )
 
 
+def token_positions(value: Any, like: torch.Tensor, name: str) -> torch.Tensor:
+    """QA positions as a flat int64 tensor; floats are refused (a position is a token index)."""
+    positions = as_labels(value, like, name)
+    if positions.is_floating_point() or positions.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer token positions, got dtype {positions.dtype}")
+    return positions.reshape(-1)  # (batch,)
+
+
 class DistilBertForQuestionAnswering(_HeadModel):
     """Extractive QA: ``start_logits`` and ``end_logits`` (batch, seq)."""
 
@@ -514,8 +522,8 @@ class DistilBertForQuestionAnswering(_HeadModel):
             raise ValueError("pass both start_positions and end_positions to compute the QA loss, or neither")
         if start_positions is not None:
             seq_len = start_logits.shape[1]
-            start = as_labels(start_positions, start_logits, "start_positions").reshape(-1).clamp(0, seq_len)
-            end = as_labels(end_positions, end_logits, "end_positions").reshape(-1).clamp(0, seq_len)
+            start = token_positions(start_positions, start_logits, "start_positions").clamp(0, seq_len)  # (batch,)
+            end = token_positions(end_positions, end_logits, "end_positions").clamp(0, seq_len)  # (batch,)
             start_loss = cross_entropy(start_logits, start, ignore_index=seq_len)
             end_loss = cross_entropy(end_logits, end, ignore_index=seq_len)
             loss = (start_loss + end_loss) / 2

@@ -347,6 +347,8 @@ def test_question_answering_loss_clamps_and_ignores(models):
     assert float(out.loss) == pytest.approx((start_loss + end_loss) / 2, rel=1e-5)
     with pytest.raises(ValueError, match="both"):
         model(input_ids, mask, start_positions=start)
+    with pytest.raises(TypeError, match="start_positions must be integer token positions, got dtype float32"):
+        model(input_ids, mask, start_positions=start.astype(np.float32), end_positions=end)
 
 
 def test_all_ignored_labels_give_zero_loss_not_nan(models):

@@ -309,6 +309,13 @@ def test_question_answering_needs_both_positions(tiny_config):
         model(*inputs, start_positions=torch.tensor([0, 1]))
 
 
+def test_question_answering_refuses_float_positions(tiny_config):
+    model = build(DistilBertForQuestionAnswering, tiny_config).eval()
+    inputs = make_inputs(DistilBertForQuestionAnswering, model.config)
+    with pytest.raises(TypeError, match=r"end_positions must be integer token positions, got dtype torch\.float32"):
+        model(*inputs, start_positions=torch.tensor([0, 1]), end_positions=torch.tensor([1.0, 2.0]))
+
+
 @pytest.mark.parametrize(
     ("cls", "labels", "match"),
     [
