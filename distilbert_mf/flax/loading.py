@@ -118,15 +118,16 @@ class FlaxDistilBertPreTrainedModel(nnx.Module):
         rngs: nnx.Rngs | None = None,
         from_pt: bool = False,
         from_tf: bool = False,
+        from_flax: bool = False,
         **config_overrides: Any,
     ) -> FlaxDistilBertPreTrainedModel:
         """Load a folder or Hub repo holding any weights format, in eval mode.
 
         ``dtype`` is the compute dtype (default: ``param_dtype``); ``param_dtype`` the parameter dtype (default
         float32, whatever the checkpoint stores). ``rngs`` seeds dropout and any weights the checkpoint lacks.
-        ``from_pt`` / ``from_tf`` are accepted for compatibility and not needed: the format is detected.
+        ``from_pt`` / ``from_tf`` / ``from_flax`` are accepted for compatibility and not needed: the format is detected.
         """
-        del from_pt, from_tf  # every format is read without them
+        del from_pt, from_tf, from_flax  # every format is read without them
         config, arrays, _ = load_pretrained(
             name_or_path,
             cls.head,

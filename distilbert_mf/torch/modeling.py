@@ -66,17 +66,25 @@ ONEDNN_ACTIVATIONS = {  # activation name -> oneDNN post-op (attribute, algorith
 }
 
 
+def cpu_inference(*tensors: torch.Tensor) -> bool:
+    """On the CPU, with no gradient to record for ``tensors``, outside tracing, compilation and export: where the
+    inference-only CPU paths below may replace the plain PyTorch ops."""
+    return (
+        all(t.device.type == "cpu" for t in tensors)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+    )
+
+
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """float32 / bfloat16 on the CPU without autograd, outside tracing, compilation and export."""
+    """float32 / bfloat16 CPU inference (:func:`cpu_inference`)."""
     return (
         ONEDNN_LINEAR
         and x.dtype == weight.dtype
         and x.dtype in (torch.float32, torch.bfloat16)
-        and x.device.type == "cpu"
         and x.numel() > 0
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
+        and cpu_inference(x, weight)
     )
 
 
@@ -185,15 +193,8 @@ HEADS_AT_A_TIME_ON_CPU = 4
 
 
 def blocked_attention(q: torch.Tensor, dropout: nn.Dropout) -> bool:
-    """Whether eager attention runs in blocks: CPU, no gradient, no dropout, outside tracing and compilation."""
-    return (
-        HEADS_AT_A_TIME_ON_CPU > 0
-        and q.device.type == "cpu"
-        and not (dropout.training and dropout.p > 0)
-        and not (torch.is_grad_enabled() and q.requires_grad)
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-    )
+    """Whether eager attention runs in blocks: CPU inference (:func:`cpu_inference`) without dropout."""
+    return HEADS_AT_A_TIME_ON_CPU > 0 and not (dropout.training and dropout.p > 0) and cpu_inference(q)
 
 
 def attend_in_blocks(

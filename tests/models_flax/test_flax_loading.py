@@ -314,3 +314,13 @@ def test_loaded_parameters_never_alias_the_callers_arrays():
     for array in state.values():
         array[...] = 0
     np.testing.assert_array_equal(np.asarray(model(ids, mask).logits), before)
+
+
+def test_from_pretrained_accepts_the_transformers_format_flags(tmp_path):
+    source = build(FlaxDistilBertModel, CONFIG)
+    source.save_pretrained(tmp_path)
+    loaded = FlaxDistilBertModel.from_pretrained(tmp_path, from_pt=True, from_tf=True, from_flax=True)  # ignored
+    np.testing.assert_array_equal(
+        loaded.canonical_state_dict()["embeddings.word_embeddings.weight"],
+        source.canonical_state_dict()["embeddings.word_embeddings.weight"],
+    )
