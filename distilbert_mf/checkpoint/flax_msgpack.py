@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import msgpack
@@ -21,6 +21,10 @@ import numpy as np
 
 from distilbert_mf._io import atomic_write_bytes
 from distilbert_mf.checkpoint.layouts import from_flax_path, rename_arrays, to_flax_path
+from distilbert_mf.checkpoint.names import without_generated_table, without_tied_projector
+
+if TYPE_CHECKING:
+    from distilbert_mf.config import DistilBertConfig
 
 _NDARRAY, _NATIVE_COMPLEX, _NPSCALAR = 1, 2, 3  # flax.serialization's extension type codes
 _CHUNKED = "__msgpack_chunked_array__"
@@ -153,3 +157,23 @@ def write_flax_msgpack(path: str | os.PathLike[str], entries: dict[str, np.ndarr
     data = msgpack.packb(tree, default=_ext_pack, strict_types=True)
     atomic_write_bytes(path, data)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------- format protocol
+
+
+def read(path: Path) -> dict[str, np.ndarray]:
+    """Canonical arrays of one file or shard (see :mod:`distilbert_mf.checkpoint.formats`)."""
+    return read_flax_msgpack(path)
+
+
+def layout(
+    state: dict[str, np.ndarray], head: str, config: DistilBertConfig
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The Linen tree (``/``-joined paths); neither the tied projector nor a generated sinusoidal table is stored."""
+    return flax_entries(without_generated_table(without_tied_projector(state, config), config, head)), {}
+
+
+def write(path: Path, entries: dict[str, np.ndarray], aliases: dict[str, str], *, head: str, shard: bool) -> Path:
+    """Write one file (or shard) atomically."""
+    return write_flax_msgpack(path, entries)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from distilbert_mf.checkpoint.names import PREFIX
+from distilbert_mf.checkpoint.names import for_head  # noqa: F401 - kept importable from here
 
 # module names whose ``weight`` / ``bias`` are LayerNorm parameters
 LAYER_NORMS = ("LayerNorm", "sa_layer_norm", "output_layer_norm", "vocab_layer_norm")
@@ -150,14 +150,3 @@ def rename_arrays(
         if new_name not in out:
             out[new_name] = np.ascontiguousarray(array.T) if transpose else np.asarray(array)
     return out
-
-
-def for_head(state: dict, head: str) -> dict:
-    """Rename ``state`` so its encoder keys carry the ``distilbert.`` prefix exactly when ``head`` is not the base."""
-    has_prefix = any(k.startswith(PREFIX) for k in state)
-    if head == "base" and has_prefix:
-        return {(k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in state.items()}
-    if head != "base" and not has_prefix:
-        encoder = ("embeddings.", "transformer.")
-        return {(PREFIX + k if k.startswith(encoder) else k): v for k, v in state.items()}
-    return dict(state)

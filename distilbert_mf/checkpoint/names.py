@@ -6,9 +6,17 @@ format is read into and written from these names. Linear weights are ``(out_feat
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
 
-from distilbert_mf.config import DistilBertConfig
+if TYPE_CHECKING:
+    from distilbert_mf.config import DistilBertConfig
+
+logger = logging.getLogger(__name__)
+Value = TypeVar("Value")
 
 PREFIX = "distilbert."
 HEADS = (
@@ -31,6 +39,7 @@ ARCHITECTURES = {
 HEAD_OF_ARCHITECTURE = {v: k for k, v in ARCHITECTURES.items()}
 TIED_KEY = "vocab_projector.weight"  # shares storage with distilbert.embeddings.word_embeddings.weight
 TIED_SOURCE = PREFIX + "embeddings.word_embeddings.weight"
+ENCODER_PREFIXES = ("embeddings.", "transformer.")  # the first component of every key of DistilBertModel
 
 
 def check_head(head: str) -> str:
@@ -114,3 +123,63 @@ def sinusoidal_table(n_positions: int, dim: int) -> np.ndarray:
     table[:, 0::2] = np.sin(angles[:, 0::2])
     table[:, 1::2] = np.cos(angles[:, 1::2])
     return table.astype(np.float32)
+
+
+def for_head(state: Mapping[str, Value], head: str, expected_keys: Collection[str] | None = None) -> dict[str, Value]:
+    """``state`` renamed so its encoder keys carry the ``distilbert.`` prefix exactly when ``head`` is not the base.
+
+    - a head checkpoint into the base model (``head="base"``, prefixed keys): the prefix is dropped; the head's own
+      layers (``classifier.weight``, ...) keep their names, so they are not keys of the base model (unexpected);
+    - a base checkpoint into a head (no prefixed key): the encoder keys (``embeddings.`` / ``transformer.``) get the
+      prefix;
+    - anything else is returned unchanged (a copy).
+
+    ``expected_keys`` (the keys of the model being loaded): a renamed key that is not among them keeps the name it
+    has in ``state``, so unexpected keys are reported as the file spells them.
+    """
+    check_head(head)
+    has_prefix = any(key.startswith(PREFIX) for key in state)
+    if head == "base" and has_prefix:
+        rename = {key: key[len(PREFIX) :] for key in state if key.startswith(PREFIX)}
+    elif head != "base" and not has_prefix:
+        rename = {key: PREFIX + key for key in state if key.startswith(ENCODER_PREFIXES)}
+    else:
+        return dict(state)
+    if expected_keys is not None:
+        rename = {old: new for old, new in rename.items() if new in expected_keys}
+    return {rename.get(key, key): value for key, value in state.items()}
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same dtype, shape and bytes (NaNs compare by their bits)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
+
+
+def without_tied_projector(state: dict[str, np.ndarray], config: DistilBertConfig) -> dict[str, np.ndarray]:
+    """``state`` without ``vocab_projector.weight`` when it is the tied word embedding (re-tied on load)."""
+    if TIED_KEY not in state or not config.tie_word_embeddings:
+        return state
+    source = state.get(TIED_SOURCE)
+    if source is not None and same_bits(state[TIED_KEY], source):
+        return {k: v for k, v in state.items() if k != TIED_KEY}
+    logger.warning(
+        "config.tie_word_embeddings is True but %s differs from %s; writing it separately", TIED_KEY, TIED_SOURCE
+    )
+    return state
+
+
+def without_generated_table(state: dict[str, np.ndarray], config: DistilBertConfig, head: str) -> dict[str, np.ndarray]:
+    """``state`` without a sinusoidal position table equal to the generated one (transformers' Flax never stores
+    it; the loader generates it)."""
+    key = ("" if head == "base" else PREFIX) + "embeddings.position_embeddings.weight"
+    if not config.sinusoidal_pos_embds or key not in state:
+        return state
+    table = np.asarray(state[key])
+    generated = sinusoidal_table(config.max_position_embeddings, config.dim).astype(table.dtype)
+    if same_bits(table, generated):
+        return {k: v for k, v in state.items() if k != key}
+    logger.warning("%s differs from the generated sinusoidal table; writing it (transformers' Flax ignores it)", key)
+    return state

@@ -27,12 +27,16 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
 
 from distilbert_mf._io import atomic_path
+from distilbert_mf.checkpoint.names import TIED_KEY, TIED_SOURCE, same_bits
+
+if TYPE_CHECKING:
+    from distilbert_mf.config import DistilBertConfig
 
 logger = logging.getLogger(__name__)
 
@@ -476,3 +480,29 @@ def write_pytorch_bin(
         handle.flush()
         os.fsync(handle.fileno())
     return path
+
+
+# ----------------------------------------------------------------------------------------------- format protocol
+
+
+def read(path: Path, *, pytorch_reader: str = "restricted") -> dict[str, np.ndarray]:
+    """Canonical arrays of one file (see :mod:`distilbert_mf.checkpoint.formats`); ``pytorch_reader`` as
+    :func:`read_pytorch_bin`'s ``reader``."""
+    return read_pytorch_bin(path, reader=pytorch_reader)
+
+
+def layout(
+    state: dict[str, np.ndarray], head: str, config: DistilBertConfig
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """PyTorch names; the tied projector becomes a second reference to the embedding storage, as transformers'
+    ``.bin`` stores it."""
+    if head != "masked_lm" or not config.tie_word_embeddings or TIED_SOURCE not in state:
+        return state, {}
+    if TIED_KEY in state and not same_bits(state[TIED_KEY], state[TIED_SOURCE]):
+        return state, {}
+    return {k: v for k, v in state.items() if k != TIED_KEY}, {TIED_KEY: TIED_SOURCE}
+
+
+def write(path: Path, entries: dict[str, np.ndarray], aliases: dict[str, str], *, head: str, shard: bool) -> Path:
+    """Write one file (or shard) atomically."""
+    return write_pytorch_bin(path, entries, aliases=aliases)

@@ -2,7 +2,8 @@
 
 The plan follows transformers: weights are taken in order and a new shard starts when the next weight would
 push the current one past ``max_shard_size`` (a weight larger than the limit gets a shard of its own).
-The index is ``{"metadata": {"total_size": bytes}, "weight_map": {name: shard file}}``.
+The index is ``{"metadata": {"total_size": bytes}, "weight_map": {name: shard file}}``; reading it
+(:func:`read_index`, :func:`shard_files`) lives in :mod:`distilbert_mf.hub`, which needs it to find the shards.
 """
 
 from __future__ import annotations
@@ -14,6 +15,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from distilbert_mf._io import atomic_write_bytes
+from distilbert_mf.hub import read_index, shard_files
+
+__all__ = [
+    "DEFAULT_MAX_SHARD_SIZE",
+    "parse_size",
+    "plan_shards",
+    "read_index",
+    "remove_stale",
+    "shard_file_names",
+    "shard_files",
+    "write_index",
+]
+
+# every save_pretrained / write_weights / convert shards past this size unless told otherwise (as transformers)
+DEFAULT_MAX_SHARD_SIZE = "5GB"
 
 _UNITS = {
     "B": 1,
@@ -75,29 +91,6 @@ def write_index(path: str | os.PathLike[str], weight_map: Mapping[str, str], tot
     content = {"metadata": {"total_size": int(total_size)}, "weight_map": dict(weight_map)}
     atomic_write_bytes(path, (json.dumps(content, indent=2, sort_keys=True) + "\n").encode("utf-8"))
     return Path(path)
-
-
-def read_index(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The ``weight_map`` of an index file; a clear error when the file is not a valid index."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            content = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not a valid sharded-checkpoint index (invalid JSON: {err})") from err
-    weight_map = content.get("weight_map") if isinstance(content, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise ValueError(f"{path} is not a valid sharded-checkpoint index: expected a 'weight_map' of name -> file")
-    return weight_map
-
-
-def shard_files(index_path: str | os.PathLike[str]) -> list[Path]:
-    """The distinct shard files an index names (sorted, as transformers loads them), next to the index."""
-    folder = Path(index_path).parent
-    names = sorted(set(read_index(index_path).values()))
-    for name in names:
-        if Path(name).name != name:
-            raise ValueError(f"{index_path} names shard {name!r}; shards must be plain file names next to the index")
-    return [folder / name for name in names]
 
 
 def remove_stale(directory: Path, weights_name: str, keep: Iterable[str]) -> None:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_dtypes
 import numpy as np
 
 from distilbert_mf._io import atomic_path
 from distilbert_mf.checkpoint.layouts import TF_LAYER_ORDER, TF_MODEL_NAMES, from_tf_name, rename_arrays, to_tf_name
+from distilbert_mf.checkpoint.names import PREFIX, without_tied_projector
+
+if TYPE_CHECKING:
+    from distilbert_mf.config import DistilBertConfig
 
 _HDF5_OBJECT_HEADER_LIMIT = 64512  # bytes an attribute may hold; longer name lists are split like Keras does
 _BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -146,3 +150,25 @@ def write_tf_h5(path: str | os.PathLike[str], entries: dict[str, np.ndarray], he
 def index_key(name: str, head: str) -> str:
     """The ``tf_model.h5.index.json`` key of a weight: the full Keras name."""
     return f"{TF_MODEL_NAMES[head]}/{name}:0"
+
+
+# ----------------------------------------------------------------------------------------------- format protocol
+
+
+def read(path: Path) -> dict[str, np.ndarray]:
+    """Canonical arrays of one file or shard (see :mod:`distilbert_mf.checkpoint.formats`)."""
+    return read_tf_h5(path)
+
+
+def layout(
+    state: dict[str, np.ndarray], head: str, config: DistilBertConfig
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Keras weight names; the encoder always nests under ``distilbert/`` (TF's main layer has that name, even in
+    the base model); the tied projector is not stored (Keras reuses the embedding layer)."""
+    state = without_tied_projector(state, config)
+    return tf_entries({(PREFIX + k if head == "base" else k): v for k, v in state.items()}), {}
+
+
+def write(path: Path, entries: dict[str, np.ndarray], aliases: dict[str, str], *, head: str, shard: bool) -> Path:
+    """Write one file, or one shard, atomically."""
+    return write_tf_h5(path, entries, head, shard=shard)
