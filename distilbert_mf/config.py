@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from distilbert_mf.hub import CONFIG_NAME, resolve_file
+
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
 MODEL_TYPE = "distilbert"
 SUPPORTED_ACTIVATIONS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
@@ -267,8 +268,6 @@ class DistilBertConfig:
         path = Path(name_or_path)
         if path.is_file():
             return cls.from_json_file(path, **overrides)
-        from distilbert_mf.checkpoint.hub import resolve_file
-
         config_file = resolve_file(
             name_or_path,
             CONFIG_NAME,
