@@ -146,6 +146,7 @@ class HubUnreachableError(NotInCacheError):
 
 def _message(lookup: HubLookup, *, cli: bool) -> str:
     cache_option = "--cache-dir DIR (or HF_HOME=DIR)" if cli else "cache_dir= (or HF_HOME)"
+    writer = "distilbert-mf convert" if cli else "save_pretrained"
     files = ", ".join(lookup.files)
     if lookup.offline_setting is None:
         first = f"could not reach the Hugging Face Hub at {lookup.endpoint} ({lookup.reason})"
@@ -157,7 +158,7 @@ def _message(lookup: HubLookup, *, cli: bool) -> str:
     else:
         first += f", and the Hugging Face cache at {lookup.cache_dir} does not hold {lookup.where}: looked for {files}"
     if lookup.offline_setting is None:
-        third = "HF_HUB_OFFLINE=1: work from the cache only, without waiting on the network"
+        third = "HF_HUB_OFFLINE=1: work from the cache alone, so that cached models load without trying the network"
         second = f"download it once where the Hub is reachable, or point {cache_option} at a cache that holds it"
     else:
         third = f"allow downloads: {_enable_downloads(lookup.offline_setting, cli)}, while online, to fill the cache"
@@ -166,7 +167,7 @@ def _message(lookup: HubLookup, *, cli: bool) -> str:
         second = "leave out force_download to use the cached copy, or " + second
     return (
         f"{first}. Fix it one of three ways:\n"
-        f"  - a local folder: pass the path of a folder that holds these files (save_pretrained writes one) "
+        f"  - a local folder: pass the path of a folder that holds these files ({writer} writes one) "
         f"instead of {lookup.repo_id!r};\n"
         f"  - a filled cache: {second};\n"
         f"  - {third}."

@@ -140,3 +140,19 @@ def test_matching_prefixes_are_left_alone(tiny_config) -> None:
     assert for_head(base, "base") is not base  # a copy: the caller may change it
     with pytest.raises(ValueError, match="unknown head 'decoder'"):
         for_head(base, "decoder")
+
+
+def test_doc_examples_run(tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The python examples of docs/checkpoints.md run, in order, as one script (the printed values are checked)."""
+    import re
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "checkpoints.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) >= 8
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block.replace("../shared/data", str(shared_data)), str(doc), "exec"), namespace)
+    assert namespace["fmt"] == "safetensors" and namespace["maybe"] is None
+    assert namespace["both"]["added_tokens.json"] is None and namespace["both"]["vocab.txt"].name == "vocab.txt"

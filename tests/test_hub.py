@@ -511,3 +511,21 @@ def test_offline_settings_are_named_not_blamed_on_the_network(tmp_path: Path, on
         resolve_file("org/absent", "vocab.txt", cache_dir=tmp_path, optional=True)
     assert type(info.value) is NotInCacheError
     assert "downloads are disabled (HF_HUB_OFFLINE=1)" in str(info.value) and "unset HF_HUB_OFFLINE" in str(info.value)
+
+
+def test_config_and_tokenizers_fail_fast_when_unreachable(tmp_path: Path, online, monkeypatch) -> None:
+    """What a user calls first, with no network and an empty cache: one clear error each, all within 5 s."""
+    from distilbert_mf.tokenization import DistilBertTokenizer, DistilBertTokenizerFast
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    start = time.monotonic()
+    for load in (
+        DistilBertConfig.from_pretrained,
+        DistilBertTokenizerFast.from_pretrained,
+        DistilBertTokenizer.from_pretrained,
+    ):
+        with pytest.raises(HubUnreachableError, match=r"'distilbert-base-uncased' \(revision main\): looked for"):
+            load("distilbert-base-uncased")
+    assert time.monotonic() - start < 5
