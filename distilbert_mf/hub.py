@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -333,7 +334,6 @@ def _probe(
     """
     from urllib.parse import quote
 
-    import httpx2
     from huggingface_hub.utils import build_hf_headers, get_session
 
     from distilbert_mf import __version__
@@ -346,10 +346,8 @@ def _probe(
             headers = build_hf_headers(
                 token=token, library_name="distilbert_mf", library_version=__version__, user_agent=user_agent
             )
-            with get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as answer:
-                status = answer.status_code
-            outcome.append(f"HTTP {status} from {endpoint}" if status in _NOT_AN_ANSWER else None)
-        except (httpx2.TransportError, OSError) as err:
+            outcome.append(_status_problem(get_session(), url, headers, timeout, endpoint))
+        except _transport_errors() as err:
             outcome.append(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
         except Exception as err:  # anything else is for hf_hub_download to report
             logger.debug("Hub probe %s failed with %r; leaving it to hf_hub_download", url, err)
@@ -364,6 +362,29 @@ def _probe(
     if why is not None and "timed out" in why.lower():
         why += f" after {timeout:g} s; {TIMEOUT_ENV} sets how long to wait"
     return why
+
+
+def _status_problem(session: Any, url: str, headers: dict[str, str], timeout: float, endpoint: str) -> str | None:
+    """GET ``url`` with huggingface_hub's session (httpx2 / httpx in huggingface_hub 1.x and 2.x, requests in 0.x),
+    closed after the status line: ``None`` for an answer, else the status that is none."""
+    if hasattr(session, "stream"):  # an httpx-style client
+        with session.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=False) as answer:
+            status = answer.status_code
+    else:  # a requests.Session
+        with session.get(url, headers=headers, timeout=timeout, allow_redirects=False, stream=True) as answer:
+            status = answer.status_code
+    return f"HTTP {status} from {endpoint}" if status in _NOT_AN_ANSWER else None
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a request that never got an answer, for the HTTP library huggingface_hub uses
+    (requests' are ``OSError`` subclasses already)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        error = getattr(sys.modules.get(module), "TransportError", None)
+        if isinstance(error, type):
+            errors.append(error)
+    return tuple(errors)
 
 
 def _offline_setting(local_files_only: bool) -> str | None:
