@@ -54,11 +54,21 @@ class DistilBertConfig:
     label2id: dict[str, int] | None = None  # inverse of id2label (None: derived)
     num_labels: int | None = None  # classes of the classification heads (None: len(id2label) or 2)
     problem_type: str | None = None  # regression / single_label_classification / multi_label_classification
+    output_attentions: bool = False  # models return attention probabilities unless a call says otherwise
+    output_hidden_states: bool = False  # models return every hidden state unless a call says otherwise
+    return_dict: bool = True  # models return output objects (False: tuples, transformers' order)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)  # unknown config.json keys, kept
     _source_keys: tuple[str, ...] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         id2label = self.id2label
+        if id2label is None and self.label2id is not None:  # label2id alone: its inverse names the classes
+            if not isinstance(self.label2id, Mapping):
+                raise TypeError(f"label2id must be a dict of name -> class index, got {type(self.label2id).__name__}")
+            try:
+                id2label = {int(v): str(k) for k, v in self.label2id.items()}
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"label2id values must be integer class indices, got {self.label2id}") from err
         if id2label is not None:
             if not isinstance(id2label, Mapping):
                 raise TypeError(f"id2label must be a dict of class index -> name, got {type(id2label).__name__}")
@@ -116,7 +126,13 @@ class DistilBertConfig:
             or self.initializer_range < 0
         ):
             raise ValueError(f"initializer_range must be a number >= 0, got {self.initializer_range!r}")
-        for name in ("sinusoidal_pos_embds", "tie_word_embeddings"):
+        for name in (
+            "sinusoidal_pos_embds",
+            "tie_word_embeddings",
+            "output_attentions",
+            "output_hidden_states",
+            "return_dict",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.activation not in SUPPORTED_ACTIVATIONS:
@@ -158,12 +174,7 @@ class DistilBertConfig:
             return self
         data = {k: v for k, v in self.to_dict(full=True).items() if k not in ALIASES}  # aliases: re-derived
         data.update(_apply_aliases(changes, strict=True))
-        if "id2label" in changes and "num_labels" not in changes:
-            data.pop("num_labels", None)
-            data.pop("label2id", None)
-        elif "num_labels" in changes and "id2label" not in changes:
-            data.pop("id2label", None)
-            data.pop("label2id", None)
+        _relabel(data, changes)
         config = DistilBertConfig.from_dict(data)
         object.__setattr__(config, "_source_keys", self._source_keys)
         return config
@@ -187,10 +198,7 @@ class DistilBertConfig:
                 )
         merged = _apply_aliases(dict(data), strict=False)
         overrides = _apply_aliases(overrides, strict=True)
-        if "num_labels" in overrides and "id2label" not in overrides:
-            # a new label count replaces the file's label names (as transformers' from_pretrained(num_labels=...))
-            merged.pop("id2label", None)
-            merged.pop("label2id", None)
+        _relabel(merged, overrides)
         merged.update(overrides)
         field_names = {f.name for f in dataclasses.fields(cls)} - {"extra", "_source_keys"}
         known = {k: v for k, v in merged.items() if k in field_names}
@@ -279,6 +287,16 @@ class DistilBertConfig:
         return cls.from_json_file(config_file, **overrides)
 
 
+def _relabel(data: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    """Drop from ``data`` the label fields that ``changes`` make stale: a new ``num_labels`` replaces the label
+    names, new ``id2label`` / ``label2id`` replace the other mapping and the count (as transformers'
+    ``from_pretrained(num_labels=...)`` / ``(id2label=...)``)."""
+    given = {"num_labels", "id2label", "label2id"} & set(changes)
+    if given:
+        for name in {"num_labels", "id2label", "label2id"} - given:
+            data.pop(name, None)
+
+
 def _apply_aliases(data: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     field_names = {f.name for f in dataclasses.fields(DistilBertConfig)} - {"_source_keys"}
@@ -291,6 +309,28 @@ def _apply_aliases(data: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
             )
         out[name] = value
     return out
+
+
+def _refuse_assignment(self: DistilBertConfig, name: str, value: Any) -> None:
+    fields = {f.name for f in dataclasses.fields(DistilBertConfig)} | set(ALIASES)
+    if name in ("output_attentions", "output_hidden_states", "return_dict"):
+        instead = (
+            f"pass {name}={value!r} to the model call, or give the model a changed copy: "
+            f"model.config = model.config.replace({name}={value!r})"
+        )
+    elif name in fields:
+        instead = (
+            f"build a changed copy with config.replace({name}={value!r}); to change a loaded model's "
+            f"{name}, load it again: Model.from_pretrained(path, {name}={value!r}"
+            + (", ignore_mismatched_sizes=True)" if name in ("num_labels", "id2label", "label2id") else ")")
+        )
+    else:
+        instead = f"{name!r} is not a DistilBertConfig field; unknown config.json keys live in config.extra"
+    raise dataclasses.FrozenInstanceError(f"DistilBertConfig is immutable (it is hashed and shared): {instead}")
+
+
+DistilBertConfig.__setattr__ = _refuse_assignment  # type: ignore[method-assign,assignment]
+DistilBertConfig.__delattr__ = lambda self, name: _refuse_assignment(self, name, None)  # type: ignore[method-assign]
 
 
 def _freeze(value: Any) -> Any:

@@ -8,7 +8,7 @@ logits = model(input_ids=ids, attention_mask=mask).logits  # (batch, num_labels)
 ```
 """
 
-from distilbert_mf.torch.loading import DistilBertPreTrainedModel
+from distilbert_mf.torch import loading  # noqa: F401  (the weights adapter the models load through)
 from distilbert_mf.torch.modeling import (
     DistilBertForMaskedLM,
     DistilBertForMultipleChoice,
@@ -16,6 +16,7 @@ from distilbert_mf.torch.modeling import (
     DistilBertForSequenceClassification,
     DistilBertForTokenClassification,
     DistilBertModel,
+    DistilBertPreTrainedModel,
 )
 
 __all__ = [

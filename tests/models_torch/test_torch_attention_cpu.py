@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from distilbert_mf import DistilBertConfig  # noqa: E402
-from distilbert_mf.torch import DistilBertForSequenceClassification, modeling  # noqa: E402
+from distilbert_mf.torch import DistilBertForSequenceClassification, cpu_kernels  # noqa: E402
 
 pytestmark = pytest.mark.torch
 CONFIG = DistilBertConfig(vocab_size=99, dim=32, n_heads=4, hidden_dim=37, n_layers=2, max_position_embeddings=64)
@@ -25,8 +25,13 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor]:
 def blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record every blocked attention call (its block size) while still running it."""
     seen: list[int] = []
-    real = modeling.attend_in_blocks
-    monkeypatch.setattr(modeling, "attend_in_blocks", lambda *a: seen.append(a[-1]) or real(*a))
+    real = cpu_kernels.attend_in_blocks
+
+    def record(*args):
+        seen.append(cpu_kernels.HEADS_AT_A_TIME_ON_CPU)
+        return real(*args)
+
+    monkeypatch.setattr(cpu_kernels, "attend_in_blocks", record)
     return seen
 
 
@@ -39,7 +44,7 @@ def test_blocked_eager_attention_gives_the_numbers_of_one_batched_product(dtype,
     results = {}
     with torch.inference_mode():
         for per_block in (heads, 0):
-            monkeypatch.setattr(modeling, "HEADS_AT_A_TIME_ON_CPU", per_block)
+            monkeypatch.setattr(cpu_kernels, "HEADS_AT_A_TIME_ON_CPU", per_block)
             out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             results[per_block] = (out.logits, *out.hidden_states)
     assert blocks == [heads] * CONFIG.n_layers  # taken with blocks on, never with 0

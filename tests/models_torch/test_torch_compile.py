@@ -14,7 +14,7 @@ from distilbert_mf.torch import (  # noqa: E402
     DistilBertForSequenceClassification,
     DistilBertModel,
 )
-from distilbert_mf.torch.loading import padding_bias  # noqa: E402
+from distilbert_mf.torch.modeling import padding_bias  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -1,4 +1,4 @@
-"""The oneDNN fast path of the PyTorch linear layers: when it is taken, and that it changes no numbers."""
+"""The oneDNN kernel of the PyTorch linear layers (``cpu_kernels``): when it is taken, and that it changes no numbers."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 
 from torch_helpers import ALL_CLASSES, build, main_output, make_inputs  # noqa: E402
 
-from distilbert_mf.torch import modeling  # noqa: E402
+from distilbert_mf.torch import cpu_kernels, modeling  # noqa: E402
 
 pytestmark = [
     pytest.mark.torch,
-    pytest.mark.skipif(not modeling.ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN linear kernel"),
+    pytest.mark.skipif(not cpu_kernels.ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN linear kernel"),
 ]
 
 
@@ -33,7 +33,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
 
             return record
 
-    monkeypatch.setattr(modeling.torch.ops, "mkldnn", Recorder(), raising=False)
+    monkeypatch.setattr(cpu_kernels.torch.ops, "mkldnn", Recorder(), raising=False)
     return seen
 
 
@@ -57,7 +57,7 @@ def test_models_match_the_plain_path(cls, tiny_config, monkeypatch, calls) -> No
     with torch.inference_mode():
         fast = main_output(cls, model(ids, mask))
         n_linear = len(calls)
-        monkeypatch.setattr(modeling, "ONEDNN_LINEAR", False)
+        monkeypatch.setattr(cpu_kernels, "ONEDNN_LINEAR", False)
         plain = main_output(cls, model(ids, mask))
     assert n_linear >= 6 * tiny_config.n_layers and len(calls) == n_linear  # the switch turns the fast path off
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
@@ -69,10 +69,13 @@ def test_fused_activation_matches_the_plain_path(activation, dtype, monkeypatch,
     torch.manual_seed(0)
     layer = modeling.Linear(32, 37).to(dtype)
     x = torch.randn(2, 7, 32, dtype=dtype)
+    act = modeling.activation_fn(activation)
     with torch.inference_mode():
-        fused = layer(x, activation=activation)
-        monkeypatch.setattr(modeling, "ONEDNN_LINEAR", False)
-        plain = layer(x, activation=activation)
+        assert cpu_kernels.use_onednn(x, layer.weight)
+        fused = cpu_kernels.linear(x, layer, activation)
+        monkeypatch.setattr(cpu_kernels, "ONEDNN_LINEAR", False)
+        assert not cpu_kernels.use_onednn(x, layer.weight)
+        plain = act(layer(x))
     assert len(calls) == 1
     expected = modeling.activation_fn(activation)(torch.nn.functional.linear(x, layer.weight, layer.bias))
     torch.testing.assert_close(plain, expected, rtol=0, atol=0)
@@ -83,7 +86,7 @@ def test_fused_activation_matches_the_plain_path(activation, dtype, monkeypatch,
 def test_autograd_float16_and_empty_inputs_take_the_plain_path(calls) -> None:
     layer = modeling.Linear(8, 3)
     x = torch.randn(4, 8, requires_grad=True)
-    layer(x, activation="gelu").sum().backward()  # gradients flow: autograd never sees the oneDNN op
+    modeling.activation_fn("gelu")(layer(x)).sum().backward()  # gradients flow: autograd never sees the oneDNN op
     assert x.grad is not None and layer.weight.grad is not None
     with torch.no_grad():
         frozen = modeling.Linear(8, 3).requires_grad_(False)
