@@ -202,7 +202,6 @@ class PreTrainedModel:
         model = cls._io().declare(cls, config, dtype, options, fill=set(arrays))
         cls._io().assign(model, arrays, owned=True)
         report.log(type(model).__name__)
-        model.eval()
         if output_loading_info:
             return model, report.loading_info()
         return model

@@ -3,7 +3,7 @@
 The same classes run under ``KERAS_BACKEND=jax`` or ``torch``; SavedModel export needs the TensorFlow backend.
 """
 
-from distilbert_mf.tensorflow.loading import TFDistilBertPreTrainedModel, export_saved_model
+from distilbert_mf.tensorflow import loading  # noqa: F401  (the weights adapter the models load through)
 from distilbert_mf.tensorflow.modeling import (
     TFDistilBertForMaskedLM,
     TFDistilBertForMultipleChoice,
@@ -11,7 +11,14 @@ from distilbert_mf.tensorflow.modeling import (
     TFDistilBertForSequenceClassification,
     TFDistilBertForTokenClassification,
     TFDistilBertModel,
+    TFDistilBertPreTrainedModel,
 )
+
+
+def export_saved_model(model: TFDistilBertPreTrainedModel, directory):
+    """Function form of :meth:`TFDistilBertPreTrainedModel.export_saved_model`."""
+    return model.export_saved_model(directory)
+
 
 __all__ = [
     "TFDistilBertForMaskedLM",

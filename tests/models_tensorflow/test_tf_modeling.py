@@ -283,7 +283,7 @@ def test_rejected_inputs(tf_models):
         model(attention_mask=mask)
     with pytest.raises(ValueError, match="max_position_embeddings=64"):
         model(input_ids=np.ones((1, 65), np.int32))
-    with pytest.raises(ValueError, match="attention_mask has shape"):
+    with pytest.raises(ValueError, match="attention_mask must have the inputs' shape"):
         model(input_ids=ids, attention_mask=mask[:, :3])
     with pytest.raises(ValueError, match="position_ids"):
         model(input_ids=ids, position_ids=np.full(ids.shape, 64))
