@@ -1,51 +1,90 @@
-"""The ``distilbert-mf`` command line.
+"""The ``distilbert-mf`` command line: every subcommand and all its argument parsing live in this module.
 
-Subcommands: ``run`` (a pipeline over input lines, one JSON result per line) and ``env`` (versions and devices).
-JSON goes to stdout, logging and errors to stderr. Exit status: 0 on success, 1 on an error, 2 on bad usage.
+Subcommands: ``run`` (a pipeline over input lines, one JSON result per line), ``convert`` (checkpoint formats),
+``parity`` (one checkpoint in every framework, compared) and ``env`` (versions and devices). Results go to stdout;
+logging, progress bars and errors go to stderr.
+
+Exit status, the same for every subcommand:
+
+====  ==========================================================================================================
+0     success
+1     the command ran and its check failed: ``parity`` found a difference past its bound or an argmax disagreement
+2     the command could not do its job: bad usage (an unknown option, a missing argument, a value of the wrong
+      form) or an error the user can fix (a missing or unreadable file, a model that cannot be found, the Hub
+      unreachable, a framework not installed, an invalid input line); one ``distilbert-mf <command>: error: ...``
+      message, naming command-line flags
+3     internal error: an unexpected exception (a bug, or a framework failing); the traceback is printed
+130   interrupted (Ctrl-C)
+====  ==========================================================================================================
+
+So a CI job can tell "the frameworks disagree" (1) from "the check could not run" (2).
 
 Each subcommand is a :class:`Command` in the ``COMMANDS`` registry: a name, a help line, a function adding its
-arguments and a function running it. Adding one takes about ten lines::
+arguments and a function running it (returning the exit status). A new one (``train``, ``distill``, ``export``) is
+a section of this module built from the shared option helpers, so that every subcommand spells its options the
+same way (:func:`add_framework_option`, :func:`add_device_option`, :func:`add_dtype_option`,
+:func:`add_hub_options`) and shows progress the same way (:class:`Progress`)::
 
-    def _convert_arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("src", help="checkpoint folder, Hub repo id or short name")
+    def _export_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("model", help="checkpoint folder, Hub repo id or built-in short name")
+        add_dtype_option(parser, "cast the weights (default: the checkpoint's dtype)")
+        add_hub_options(parser, "MODEL")
 
-    def _convert(args: argparse.Namespace) -> int:
+    def _export(args: argparse.Namespace) -> int:
         ...
-        return 0
+        return EXIT_OK
 
-    register(Command("convert", "convert a checkpoint between formats", _convert_arguments, _convert))
+    register(Command("export", "export a checkpoint to ONNX", _export_arguments, _export))
 
-Errors a user can cause (``ValueError``, ``TypeError``, ``KeyError``, ``OSError``, ``ImportError``, or
-:class:`CLIError`) become one ``distilbert-mf <command>: error: ...`` line and exit status 1; ``--verbose`` adds the
-traceback.
+An error a user can cause (``ValueError``, ``TypeError``, ``KeyError``, ``OSError``, ``ImportError``, or
+:class:`CLIError`) becomes the one-line message and exit status 2; where the exception has a ``cli_message``
+attribute (the Hub errors, the device and framework errors of the pipelines) that text is printed, since it names
+flags where the Python message names keywords. ``--verbose`` adds INFO logging and the traceback.
+
+TensorFlow's start-up lines (cuInit, oneDNN, absl) are silenced while a subcommand runs; set
+``DISTILBERT_MF_SHOW_TF_LOGS=1`` to see them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.util
 import json
 import logging
+import math
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType, TracebackType
 from typing import Any, TextIO
 
 logger = logging.getLogger("distilbert_mf.cli")
 
 PROG = "distilbert-mf"
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
+EXIT_INTERRUPTED = 130
 USER_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError, NotImplementedError)
+SHOW_TF_LOGS = "DISTILBERT_MF_SHOW_TF_LOGS"
+PROGRESS_DELAY = 2.0  # seconds: parity and env show a progress bar only when they take longer
 
 
 class CLIError(Exception):
-    """A user-facing command-line error: printed as one line, exit status ``code``."""
+    """A user-facing command-line error: printed as one ``error:`` line, exit status ``code`` (default 2)."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.code = code
 
@@ -80,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="DistilBERT in PyTorch, TensorFlow/Keras and Flax: pipelines, conversion, parity checks.",
-        epilog=f"Run '{PROG} <command> --help' for a command's options.",
+        epilog=f"Run '{PROG} <command> --help' for a command's options. Exit status: 0 success, 1 a check failed "
+        "(parity), 2 an error (usage, file, model, network), 3 an internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
@@ -99,29 +139,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``distilbert-mf`` console script; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import
+    """Entry point of the ``distilbert-mf`` console script; returns the exit status (argparse exits with 2 itself)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     command: Command | None = getattr(args, "_command", None)
     if command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_ERROR
     _configure_logging(args.verbose)
     try:
-        return command.run(args)
+        with quiet_tensorflow():
+            return command.run(args)
     except CLIError as err:
         _report(command, err, args.verbose)
         return err.code
     except USER_ERRORS as err:
         _report(command, err, args.verbose)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        sys.stderr.write(f"{PROG} {command.name}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug or a framework failure: never exit 1, which means "the check failed"
+        logger.error("traceback", exc_info=err)
+        sys.stderr.write(
+            f"{PROG} {command.name}: internal error: {type(err).__name__}: {err} (the traceback is above; if this is "
+            "a bug in distilbert-mf, please report it with the traceback)\n"
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 def _report(command: Command, err: BaseException, verbose: bool) -> None:
-    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    """One ``error:`` message: the exception's ``cli_message`` when it has one (flags, not Python keywords)."""
+    message = getattr(err, "cli_message", None)
+    if not isinstance(message, str) or not message:
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
     if verbose:
         logger.error("traceback", exc_info=err)
     sys.stderr.write(f"{PROG} {command.name}: error: {message}\n")
@@ -133,6 +184,243 @@ def _configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+# -- options shared by the subcommands: one spelling everywhere -----------------------------------------------------
+def add_framework_option(parser: argparse.ArgumentParser) -> None:
+    """``--framework``: pt, tf or flax (aliases torch, tensorflow, jax)."""
+    parser.add_argument(
+        "--framework", help="pt, tf or flax (aliases torch, tensorflow, jax); default: first installed of pt, tf, flax"
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``: transformers' spellings; messages echo the value as typed."""
+    parser.add_argument(
+        "--device", help="cpu, -1, a GPU index like 0, cuda, cuda:1, gpu:0 or mps (default: framework's)"
+    )
+
+
+def parse_dtype(text: str) -> str:
+    """A ``--dtype`` value -> ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (every subcommand alike)."""
+    from distilbert_mf.modeling_utils import dtype_name
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        name = dtype_name(text.strip())
+    except ValueError:
+        name = None
+    if name is None:
+        raise argparse.ArgumentTypeError(
+            f"unsupported dtype {text!r}: choose float32 (fp32), bfloat16 (bf16), float16 (fp16, half) or auto"
+        )
+    return name
+
+
+def add_dtype_option(parser: argparse.ArgumentParser, meaning: str) -> None:
+    """``--dtype``: float32/fp32, bfloat16/bf16, float16/fp16/half or auto (the checkpoint's dtype)."""
+    parser.add_argument(
+        "--dtype",
+        type=parse_dtype,
+        default=None,
+        metavar="DTYPE",
+        help=f"float32 (fp32), bfloat16 (bf16), float16 (fp16) or auto (the checkpoint's dtype); {meaning}",
+    )
+
+
+def add_hub_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--revision``, ``--cache-dir``, ``--local-files-only``: how ``what`` is fetched from the Hub."""
+    parser.add_argument("--revision", default=None, help=f"Hub branch, tag or commit of {what}")
+    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for Hub downloads")
+    parser.add_argument("--local-files-only", action="store_true", help="never download: use the local cache only")
+
+
+def hub_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``from_pretrained`` keywords of :func:`add_hub_options`."""
+    return {"revision": args.revision, "cache_dir": args.cache_dir, "local_files_only": args.local_files_only}
+
+
+# -- TensorFlow's start-up noise ------------------------------------------------------------------------------------
+# lines TensorFlow's C++ side writes to stderr while it is imported, before its logging honours TF_CPP_MIN_LOG_LEVEL
+_TF_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} \d+:\d+:\d+\.\d+\s+\d+ \S+:\d+\] .*"  # absl: I0000 00:00:1796242553.292549 12020 port.cc:153] ...
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] \S+:\d+\] .*"  # older TensorFlow releases
+    r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\."
+)
+
+
+def drop_tensorflow_noise(text: str) -> str:
+    """``text`` without TensorFlow's start-up log lines (every other line kept, in order)."""
+    return "".join(line for line in text.splitlines(keepends=True) if not _TF_NOISE.fullmatch(line.rstrip("\r\n")))
+
+
+@contextmanager
+def _stderr_filtered(keep: Callable[[str], str]) -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file for the block, then write ``keep(captured)`` to stderr (all of
+    it, unfiltered, when the block raises)."""
+    with suppress(Exception):
+        sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            with suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            shown = text if failed else keep(text)
+            if shown:
+                sys.stderr.write(shown)
+                sys.stderr.flush()
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs the real loader of a module with its C-level stderr output filtered."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__loader__ = self._loader  # the module keeps its real loader (resources, reload)
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        with _stderr_filtered(drop_tensorflow_noise):
+            self._loader.exec_module(module)
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds ``names`` as usual and hands back a spec whose loader imports them with the noise filtered."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+        self._finding = False
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self.names or self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _show_tf_logs() -> bool:
+    return os.environ.get(SHOW_TF_LOGS, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextmanager
+def quiet_tensorflow() -> Iterator[None]:
+    """While the block runs: TensorFlow's C++ logging at FATAL only (``TF_CPP_MIN_LOG_LEVEL=3`` unless already set),
+    its import-time lines dropped, the ``absl`` and ``tensorflow`` Python loggers at ERROR. Nothing changes when
+    ``DISTILBERT_MF_SHOW_TF_LOGS=1``. TensorFlow is not imported here."""
+    if _show_tf_logs():
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read when TensorFlow is imported
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    finder = _QuietImport(["tensorflow"])
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with suppress(ValueError):
+            sys.meta_path.remove(finder)
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+# -- progress -------------------------------------------------------------------------------------------------------
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """A tqdm bar on stderr for a command's steps, shown once the work has taken ``delay`` seconds.
+
+    The elapsed time keeps moving while one long step runs. ``enabled=None`` shows it only when stderr is a
+    terminal (progress bars are not log lines). A disabled bar accepts every call and shows nothing.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str,
+        *,
+        delay: float = PROGRESS_DELAY,
+        enabled: bool | None = None,
+        leave: bool = False,
+    ) -> None:
+        self._bar: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if not (_stderr_is_terminal() if enabled is None else enabled):
+            return
+        from tqdm.auto import tqdm
+
+        # miniters=0: every update, even update(0) from the ticker, may redraw (at most every mininterval)
+        self._bar = tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=leave, miniters=0, file=sys.stderr)
+        self._ticker = threading.Thread(target=self._tick, name="distilbert-mf-progress", daemon=True)
+        self._ticker.start()
+
+    @property
+    def n(self) -> int:
+        """Steps done so far."""
+        return 0 if self._bar is None else int(self._bar.n)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            with self._lock:
+                self._bar.update(0)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._bar.update(n)
+
+    def step(self, text: str) -> None:
+        """Name the step now running (shown after the counts)."""
+        if self._bar is not None:
+            with self._lock:
+                self._bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is None:
+            return
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self._bar.close()
+        self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
 
 # -- run ------------------------------------------------------------------------------------------------------------
@@ -147,10 +435,18 @@ input, one per line (blank lines are skipped):
                             "multi_label"), or text with --param candidate_labels='["a", "b"]'
 output: one JSON line per input line, what pipeline(task)(input) returns for it.
 
+default models (no --model): text-classification the embedded distilbert-mf/minilm-sst2 (offline);
+fill-mask distilbert/distilbert-base-uncased, question-answering distilbert/distilbert-base-cased-distilled-squad,
+feature-extraction distilbert/distilbert-base-cased (from the Hub), or with -p pooling=mean|cls the embedded
+distilbert-mf/all-minilm-l6-v2 (offline); token-classification and zero-shot-classification need --model.
+
 examples:
   echo "I love this!" | distilbert-mf run --task text-classification
+  echo "hello world" | distilbert-mf run --task feature-extraction -p pooling=mean -p normalize=true
   distilbert-mf run --task ner --model ./my-ner --param aggregation_strategy=simple --input in.txt
   echo '{"question": "Who?", "context": "Ann wrote it."}' | distilbert-mf run --task question-answering --model ./qa
+
+exit status: 0 success, 2 an error (usage, input, model, network), 3 an internal error, 130 interrupted.
 """
 
 
@@ -160,18 +456,15 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     tasks = ", ".join([*TASKS, *TASK_ALIASES])
     parser.add_argument("--task", required=True, help=f"the pipeline task: {tasks}")
     parser.add_argument(
-        "--model",
-        help="model folder, Hub repo id or built-in short name (text-classification defaults to the packaged model)",
+        "--model", help="model folder, Hub repo id or built-in short name (default: the task's, see below)"
     )
     parser.add_argument("--tokenizer", help="tokenizer folder or repo id (default: the model's)")
-    parser.add_argument(
-        "--framework", help="pt, tf or flax (aliases torch, tensorflow, jax); default: first installed of pt, tf, flax"
-    )
+    add_framework_option(parser)
     parser.add_argument("--input", default="-", help="input file, one input per line (default: stdin)")
     parser.add_argument("--output", default="-", help="output file, one JSON result per line (default: stdout)")
     parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass (default: 32)")
-    parser.add_argument("--device", help="cpu, -1, a GPU index like 0, cuda:1, gpu:0 or mps (default: framework's)")
-    parser.add_argument("--dtype", help="float32, bfloat16, float16 or auto (default: float32)")
+    add_device_option(parser)
+    add_dtype_option(parser, "the weights and compute dtype (default: float32)")
     parser.add_argument("--top-k", type=int, help="number of results per input (text-classification, fill-mask, QA)")
     parser.add_argument(
         "--param",
@@ -182,7 +475,8 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         help="a task parameter, VALUE read as JSON when it parses (else a string); repeatable, e.g. "
         "-p aggregation_strategy=simple -p ignore_labels='[\"O\"]'",
     )
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.add_argument("--progress", action="store_true", help="one progress bar over the whole input, on stderr")
+    add_hub_options(parser, "--model")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -192,9 +486,14 @@ def _run(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
     if args.top_k is not None:
         params["top_k"] = args.top_k
-    TASKS[task].check_names(params)  # a misspelt parameter fails before any model is loaded
+    try:
+        TASKS[task].check_names(params)  # a misspelt parameter fails before any model is loaded
+    except TypeError as err:
+        raise CLIError(f"{err} (--top-k sets top_k; -p/--param KEY=VALUE sets the others)") from err
+    if "progress" in params or "batch_size" in params:
+        raise CLIError("use --progress and --batch-size, not --param progress= / --param batch_size=")
     if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}", code=2)
+        raise CLIError(f"--batch-size must be a positive integer, got {args.batch_size}")
     items = list(_read_inputs(args.input, task))
     plan = _plan(task, items, params)
     if args.model is not None and _looks_like_path(args.model) and not Path(args.model).expanduser().exists():
@@ -210,13 +509,15 @@ def _run(args: argparse.Namespace) -> int:
         device=device,
         dtype=args.dtype,
         batch_size=args.batch_size,
-        progress=args.progress,
+        **{k: v for k, v in hub_arguments(args).items() if v},
+        **({"pooling": params["pooling"]} if task == "feature-extraction" and "pooling" in params else {}),
     )
-    with _open_output(args.output) as out:
-        for result in _predict(pipe, task, items, plan):
-            out.write(json.dumps(result, ensure_ascii=False, default=_json_default) + "\n")
-            out.flush()
-    return 0
+    with Progress(len(items), task, "line", delay=0.0, enabled=args.progress, leave=True) as bar:
+        with _open_output(args.output) as out:
+            for result in _predict(pipe, task, items, plan, bar):
+                out.write(json.dumps(result, ensure_ascii=False, default=_json_default) + "\n")
+                out.flush()
+    return EXIT_OK
 
 
 def _parse_params(pairs: Iterable[str]) -> dict[str, Any]:
@@ -224,7 +525,7 @@ def _parse_params(pairs: Iterable[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise CLIError(f"--param expects KEY=VALUE, got {pair!r}", code=2)
+            raise CLIError(f"--param expects KEY=VALUE, got {pair!r}")
         try:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -302,10 +603,16 @@ def _plan(task: str, items: list[tuple[int, Any]], params: dict[str, Any]) -> li
 
 
 def _predict(
-    pipe: Any, task: str, items: list[tuple[int, Any]], plan: list[tuple[dict[str, Any], list[int]]]
+    pipe: Any,
+    task: str,
+    items: list[tuple[int, Any]],
+    plan: list[tuple[dict[str, Any], list[int]]],
+    bar: Progress,
 ) -> Iterable[Any]:
     """Results in input order. Each group runs in chunks of many lines, so length-grouped batching pays off; output
-    is written as soon as every earlier line has its result."""
+    is written as soon as every earlier line has its result. ``bar`` counts input lines across all chunks."""
+    from distilbert_mf.pipelines import ProgressShare
+
     values = [value["sequences"] if task == "zero-shot-classification" else value for _, value in items]
     chunk = max(256, 8 * pipe.batch_size)
     results: dict[int, Any] = {}
@@ -313,7 +620,9 @@ def _predict(
     for options, indices in plan:
         for begin in range(0, len(indices), chunk):
             part = indices[begin : begin + chunk]
-            results.update(zip(part, pipe.each([values[i] for i in part], **options)))
+            share = ProgressShare(bar, len(part))
+            results.update(zip(part, pipe.each([values[i] for i in part], **{**options, "progress": share})))
+            share.finish()
             while following in results:
                 yield results.pop(following)
                 following += 1
@@ -344,6 +653,138 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+# -- convert --------------------------------------------------------------------------------------------------------
+CONVERT_EPILOG = """\
+examples:
+  distilbert-mf convert ./my-model ./my-model-all --to safetensors,pytorch_bin,tf_h5,flax_msgpack
+  distilbert-mf convert distilbert-base-uncased ./dbu-bf16 --to safetensors --dtype bf16
+  distilbert-mf convert ./tf-only-model ./out --to safetensors --overwrite
+
+exit status: 0 converted, 2 an error (usage, unreadable source, non-empty destination, ...), 3 an internal error.
+"""
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    from distilbert_mf.checkpoint.io import FORMATS
+
+    parser.add_argument("src", help="checkpoint folder, Hub repo id or built-in short name (any weights format)")
+    parser.add_argument("dst", help="output folder (absent or empty unless --overwrite)")
+    parser.add_argument(
+        "--to",
+        default="safetensors",
+        metavar="FORMATS",
+        help=f"comma-separated output formats among {','.join(FORMATS)} (default: safetensors)",
+    )
+    add_dtype_option(parser, "cast floating weights (default, and auto: keep them bit for bit)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the weight files of a non-empty DST")
+    parser.add_argument("--max-shard-size", default="5GB", help="shard each output past this size (default: 5GB)")
+    add_hub_options(parser, "SRC")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """Print the written paths, one per line."""
+    from distilbert_mf.conversion import convert
+
+    written = convert(
+        args.src,
+        args.dst,
+        formats=args.to,
+        dtype=None if args.dtype == "auto" else args.dtype,
+        overwrite=args.overwrite,
+        max_shard_size=args.max_shard_size,
+        **hub_arguments(args),
+    )
+    sys.stdout.write("".join(f"{path}\n" for path in written))
+    return EXIT_OK
+
+
+# -- parity ---------------------------------------------------------------------------------------------------------
+PARITY_EPILOG = """\
+exit status: 0 every framework pair within its bounds (--atol on the outputs, --hidden-atol on hidden states and
+attention maps, each times max(1, max |x|)) with the same argmax; 1 past a bound or an argmax disagreement; 2 the
+check could not run (bad arguments, unreadable model, fewer than two frameworks); 3 an internal error.
+
+examples:
+  distilbert-mf parity ./my-finetuned-model
+  distilbert-mf parity ./my-finetuned-model --frameworks pt,flax --texts dev_sentences.txt --json
+  distilbert-mf parity distilbert-base-uncased --head masked_lm --atol 1e-4
+"""
+
+
+def _parity_arguments(parser: argparse.ArgumentParser) -> None:
+    from distilbert_mf.checkpoint.names import HEADS
+    from distilbert_mf.parity import DEFAULT_ATOL, DEFAULT_HIDDEN_ATOL
+
+    parser.add_argument("model", help="checkpoint folder, Hub repo id or built-in short name (any weights format)")
+    parser.add_argument(
+        "--frameworks", default=None, help="comma-separated frameworks among pt,tf,flax (default: every installed one)"
+    )
+    parser.add_argument(
+        "--texts", default=None, metavar="FILE", help="input texts, one per line ('-' for stdin; default: samples)"
+    )
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=DEFAULT_ATOL,
+        help="largest max |Δ| allowed on the outputs (logits, last_hidden_state), times max(1, max |output|) "
+        f"(default: {DEFAULT_ATOL:g})",
+    )
+    parser.add_argument(
+        "--hidden-atol",
+        type=float,
+        default=DEFAULT_HIDDEN_ATOL,
+        help="the same for every hidden state and attention map (default: "
+        f"{DEFAULT_HIDDEN_ATOL:g}; float32 rounding accumulates through the layers)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    parser.add_argument("--head", choices=HEADS, default=None, help="head to run (default: the checkpoint's own)")
+    add_hub_options(parser, "MODEL")
+
+
+def _read_texts(source: str) -> list[str]:
+    try:
+        lines = (
+            sys.stdin.read() if source == "-" else Path(source).expanduser().read_text(encoding="utf-8")
+        ).splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CLIError(f"cannot read --texts {source}: {err}") from err
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise CLIError(f"--texts {source} holds no text: give one input text per line")
+    return texts
+
+
+def _parity(args: argparse.Namespace) -> int:
+    """Print the table (or JSON); exit 1 when the frameworks disagree."""
+    from distilbert_mf.parity import prepare_parity
+
+    for flag, value in (("--atol", args.atol), ("--hidden-atol", args.hidden_atol)):
+        if not value > 0 or not math.isfinite(value):
+            raise CLIError(f"{flag} must be a positive finite number, got {value}")
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()] if args.frameworks else None
+    plan = prepare_parity(
+        args.model,
+        frameworks=frameworks,
+        texts=_read_texts(args.texts) if args.texts else None,
+        atol=args.atol,
+        hidden_atol=args.hidden_atol,
+        head=args.head,
+        hub=hub_arguments(args),
+    )
+    results = {}
+    with Progress(len(plan.frameworks), "parity", "framework") as bar:
+        for framework in plan.frameworks:
+            bar.step(framework)
+            results[framework] = plan.run(framework)
+            bar.update()
+    report = plan.report(results)
+    sys.stdout.write((report.to_json() if args.json else report.table()) + "\n")
+    if not report.passed:
+        logger.error("parity FAILED for %s: max |Δ| %.2e, atol %.0e", args.model, report.worst, report.atol)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
 # -- env ------------------------------------------------------------------------------------------------------------
 PACKAGES = ("numpy", "tokenizers", "safetensors", "huggingface_hub", "tqdm")
 FRAMEWORK_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow", "keras"), "flax": ("jax", "jaxlib", "flax")}
@@ -371,11 +812,12 @@ def _version(distribution: str) -> str:
         return "not installed"
 
 
-def environment(*, devices: bool = True, timeout: float = 120.0) -> dict[str, Any]:
+def environment(*, devices: bool = True, timeout: float = 120.0, progress: Progress | None = None) -> dict[str, Any]:
     """Versions of Python, this library, its dependencies and each framework, plus each framework's devices.
 
     Versions come from package metadata (no imports). Devices are probed by importing each installed framework in
     its own subprocess, all in parallel, so a missing framework is never imported and the slowest import sets the time.
+    ``progress``, when given, advances by one per probe.
     """
     from distilbert_mf import __version__
 
@@ -403,19 +845,25 @@ def environment(*, devices: bool = True, timeout: float = 120.0) -> dict[str, An
             if name not in probes:
                 info[key] = "not installed"
                 continue
-            try:
-                stdout, stderr = probes[name].communicate(timeout=timeout)
-                lines = stdout.strip().splitlines()
-                info[key] = (
-                    json.loads(lines[-1])
-                    if probes[name].returncode == 0 and lines
-                    else (f"probe failed: {stderr.strip().splitlines()[-1] if stderr.strip() else 'no output'}")
-                )
-            except subprocess.TimeoutExpired:
-                probes[name].kill()
-                probes[name].communicate()
-                info[key] = f"probe timed out after {timeout:.0f} s"
+            if progress is not None:
+                progress.step(name)
+            info[key] = _probe_result(probes[name], timeout)
+            if progress is not None:
+                progress.update()
     return info
+
+
+def _probe_result(probe: subprocess.Popen, timeout: float) -> Any:
+    try:
+        stdout, stderr = probe.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        probe.kill()
+        probe.communicate()
+        return f"probe timed out after {timeout:.0f} s"
+    lines = stdout.strip().splitlines()
+    if probe.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    return f"probe failed: {stderr.strip().splitlines()[-1] if stderr.strip() else 'no output'}"
 
 
 def _env_arguments(parser: argparse.ArgumentParser) -> None:
@@ -426,15 +874,21 @@ def _env_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _env(args: argparse.Namespace) -> int:
-    info = environment(devices=not args.no_devices)
+    probes = (
+        0
+        if args.no_devices
+        else sum(all(_version(p) != "not installed" for p in ps) for ps in FRAMEWORK_PACKAGES.values())
+    )
+    with Progress(probes, "env", "probe") as bar:
+        info = environment(devices=not args.no_devices, progress=bar)
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return 0
+        return EXIT_OK
     width = max(len(key) for key in info)
     for key, value in info.items():
         shown = ", ".join(value) if isinstance(value, list) else value
         sys.stdout.write(f"{key:<{width}}  {shown}\n")
-    return 0
+    return EXIT_OK
 
 
 register(
@@ -449,39 +903,30 @@ register(
 )
 register(
     Command(
+        "convert",
+        "convert a checkpoint between weight formats (safetensors, pytorch_bin, tf_h5, flax_msgpack), losslessly",
+        _convert_arguments,
+        _convert,
+        epilog=CONVERT_EPILOG,
+    )
+)
+register(
+    Command(
+        "parity",
+        "run a checkpoint in every installed framework and compare every output (exit 1 past --atol)",
+        _parity_arguments,
+        _parity,
+        epilog=PARITY_EPILOG,
+    )
+)
+register(
+    Command(
         "env",
         "print versions of Python, this library, its dependencies and frameworks, and the devices each sees",
         _env_arguments,
         _env,
     )
 )
-
-
-# -- convert, parity: options and runners live next to their APIs (distilbert_mf.conversion / .parity) --------------
-def _register_conversion_and_parity() -> None:
-    from distilbert_mf import conversion, parity
-
-    register(
-        Command(
-            "convert",
-            "convert a checkpoint between weight formats (safetensors, pytorch_bin, tf_h5, flax_msgpack), losslessly",
-            conversion.add_cli_arguments,
-            conversion.run_cli,
-            epilog=conversion.CLI_EPILOG,
-        )
-    )
-    register(
-        Command(
-            "parity",
-            "run a checkpoint in every installed framework and compare every output (exit 1 past --atol)",
-            parity.add_cli_arguments,
-            parity.run_cli,
-            epilog=parity.CLI_EPILOG,
-        )
-    )
-
-
-_register_conversion_and_parity()
 
 
 if __name__ == "__main__":

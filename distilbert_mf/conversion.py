@@ -3,19 +3,18 @@
 Any format in (a folder, Hub repo id or built-in short name holding safetensors, pytorch_model.bin, tf_model.h5 or
 flax_model.msgpack, sharded or not), any set of formats out, each in the layout transformers itself reads. Tensors
 are copied bit for bit unless ``dtype`` asks for a cast. ``config.json`` and the tokenizer files are copied
-unchanged (with ``dtype``, the config's ``torch_dtype`` is updated to match). No ML framework is imported.
+unchanged (with ``dtype``, the config's ``torch_dtype`` is updated to match). No ML framework is imported. The
+``distilbert-mf convert`` command (:mod:`distilbert_mf.cli`) wraps :func:`convert`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,6 +56,16 @@ NUMPY_DTYPES = {
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
     "float16": np.dtype(np.float16),
 }
+
+
+class DestinationNotEmptyError(FileExistsError):
+    """:func:`convert` was given a non-empty destination without ``overwrite``; ``cli_message`` names ``--overwrite``."""
+
+    def __init__(self, dst: Path) -> None:
+        super().__init__(
+            f"destination {dst} is not empty; pass overwrite=True (CLI: --overwrite) to replace its weights"
+        )
+        self.cli_message = f"destination {dst} is not empty; pass --overwrite to replace its weights"
 
 
 def check_writer_available(fmt: str) -> None:
@@ -192,9 +201,7 @@ def _check_destination(src: str | os.PathLike[str], dst: Path, overwrite: bool) 
     if Path(src).expanduser().is_dir() and dst.is_dir() and Path(src).expanduser().resolve() == dst.resolve():
         raise ValueError(f"source and destination are the same folder ({dst}); convert into a new folder")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"destination {dst} is not empty; pass overwrite=True (CLI: --overwrite) to replace its weights"
-        )
+        raise DestinationNotEmptyError(dst)
 
 
 def _remove_stale_weights(dst: Path) -> None:
@@ -292,55 +299,3 @@ def convert(
                 shutil.rmtree(dst)
         raise
     return written
-
-
-# ----------------------------------------------------------------------------------------------- command line
-
-CLI_EPILOG = """\
-examples:
-  distilbert-mf convert ./my-model ./my-model-all --to safetensors,pytorch_bin,tf_h5,flax_msgpack
-  distilbert-mf convert distilbert-base-uncased ./dbu-bf16 --to safetensors --dtype bfloat16
-  distilbert-mf convert ./tf-only-model ./out --to safetensors --overwrite
-"""
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``distilbert-mf convert``."""
-    from distilbert_mf.checkpoint.io import FORMATS
-
-    parser.add_argument("src", help="checkpoint folder, Hub repo id or built-in short name (any weights format)")
-    parser.add_argument("dst", help="output folder (absent or empty unless --overwrite)")
-    parser.add_argument(
-        "--to",
-        default="safetensors",
-        metavar="FORMATS",
-        help=f"comma-separated output formats among {','.join(FORMATS)} (default: safetensors)",
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=tuple(NUMPY_DTYPES),
-        default=None,
-        help="cast floating weights (default: keep them bit for bit)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace the weight files of a non-empty DST")
-    parser.add_argument("--max-shard-size", default="5GB", help="shard each output past this size (default: 5GB)")
-    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit of SRC")
-    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for Hub downloads")
-    parser.add_argument("--local-files-only", action="store_true", help="never download: use the local cache only")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``distilbert-mf convert``: print the written paths, one per line; return the exit status."""
-    written = convert(
-        args.src,
-        args.dst,
-        formats=args.to,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        max_shard_size=args.max_shard_size,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        local_files_only=args.local_files_only,
-    )
-    sys.stdout.write("".join(f"{path}\n" for path in written))
-    return 0

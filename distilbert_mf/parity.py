@@ -2,21 +2,19 @@
 
 ``check_parity("path/or/repo")`` loads the checkpoint with each framework's ``from_pretrained`` (whatever format it
 holds), runs the same padded batch, and reports max |Δ| per output (logits, every hidden state, every attention
-map) for each framework pair, plus argmax agreement. The ``distilbert-mf parity`` command wraps it for CI.
+map) for each framework pair, plus argmax agreement. The ``distilbert-mf parity`` command (:mod:`distilbert_mf.cli`)
+runs the same steps through :func:`prepare_parity`, with progress, for CI.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,6 +295,56 @@ def check_parity(
 
     Raises ``ValueError`` for bad arguments and ``ImportError`` for a framework that is not installed.
     """
+    hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    plan = prepare_parity(
+        name_or_path, frameworks=frameworks, texts=texts, atol=atol, hidden_atol=hidden_atol, head=head, hub=hub
+    )
+    return plan.report({framework: plan.run(framework) for framework in plan.frameworks})
+
+
+@dataclass
+class ParityPlan:
+    """A checked parity run, before any framework runs: :func:`check_parity` in steps (the CLI shows progress).
+
+    ``run(framework)`` loads and runs the checkpoint in one framework; ``report(results)`` compares them.
+    """
+
+    model: str | os.PathLike[str]
+    head: str
+    source: str
+    frameworks: list[str]
+    inputs: dict[str, np.ndarray]
+    atol: float
+    hidden_atol: float
+    hub: dict[str, Any]
+
+    def run(self, framework: str) -> dict[str, np.ndarray]:
+        """The outputs of ``framework``'s model (see :func:`run_framework`); the model is freed afterwards."""
+        model = model_class(framework, self.head).from_pretrained(self.model, **self.hub)
+        try:
+            return run_framework(framework, model, self.inputs)
+        finally:
+            del model
+
+    def report(self, results: dict[str, dict[str, np.ndarray]]) -> ParityReport:
+        """Compare the outputs of every framework pair."""
+        pairs = compare(results, self.inputs["attention_mask"].astype(bool), self.atol)
+        shape = tuple(self.inputs["input_ids"].shape)
+        return ParityReport(str(self.model), self.head, list(results), self.atol, shape, pairs, self.hidden_atol)
+
+
+def prepare_parity(
+    name_or_path: str | os.PathLike[str],
+    *,
+    frameworks: Sequence[str] | None = None,
+    texts: Sequence[str] | None = None,
+    atol: float = DEFAULT_ATOL,
+    hidden_atol: float = DEFAULT_HIDDEN_ATOL,
+    head: str | None = None,
+    hub: dict[str, Any] | None = None,
+) -> ParityPlan:
+    """Check the arguments, read the checkpoint's config and head, and build the input batch (the arguments of
+    :func:`check_parity`; ``hub`` holds its revision / cache_dir / local_files_only / token)."""
     from distilbert_mf.checkpoint.loading import load_pretrained
     from distilbert_mf.checkpoint.names import ARCHITECTURES, check_head
     from distilbert_mf.conversion import read_checkpoint
@@ -319,7 +367,7 @@ def check_parity(
         texts = [str(t) for t in texts]
         if not texts:
             raise ValueError("texts is empty: give at least one input text (or None for the built-in samples)")
-    hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+    hub = dict(hub or {})
     if head is None:
         config, head, fmt, _ = read_checkpoint(name_or_path, **hub)
     else:
@@ -341,103 +389,4 @@ def check_parity(
         names,
         inputs["input_ids"].shape,
     )
-    results = {}
-    for framework in names:
-        model = model_class(framework, head).from_pretrained(name_or_path, **hub)
-        results[framework] = run_framework(framework, model, inputs)
-        del model
-    mask = inputs["attention_mask"].astype(bool)
-    pairs = compare(results, mask, atol)
-    return ParityReport(
-        str(name_or_path), head, names, float(atol), tuple(inputs["input_ids"].shape), pairs, float(hidden_atol)
-    )
-
-
-# ----------------------------------------------------------------------------------------------- command line
-
-CLI_EPILOG = """\
-exit status: 0 every framework pair within its bounds (--atol on the outputs, --hidden-atol on hidden states and
-attention maps, each times max(1, max |x|)) with the same argmax; 1 past a bound or an argmax
-disagreement; 2 the check could not run (bad arguments, unreadable model, fewer than two frameworks).
-
-examples:
-  distilbert-mf parity ./my-finetuned-model
-  distilbert-mf parity ./my-finetuned-model --frameworks pt,flax --texts dev_sentences.txt --json
-  distilbert-mf parity distilbert-base-uncased --head masked_lm --atol 1e-4
-"""
-
-
-USAGE_ERRORS = (ValueError, TypeError, KeyError, OSError, ImportError)
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``distilbert-mf parity``."""
-    from distilbert_mf.checkpoint.names import HEADS
-
-    parser.add_argument("model", help="checkpoint folder, Hub repo id or built-in short name (any weights format)")
-    parser.add_argument(
-        "--frameworks", default=None, help="comma-separated frameworks among pt,tf,flax (default: every installed one)"
-    )
-    parser.add_argument(
-        "--texts",
-        default=None,
-        metavar="FILE",
-        help="input texts, one per line ('-' for stdin; default: built-in samples)",
-    )
-    parser.add_argument(
-        "--atol",
-        type=float,
-        default=DEFAULT_ATOL,
-        help="largest max |Δ| allowed on the outputs (logits, last_hidden_state), times max(1, max |output|) "
-        f"(default: {DEFAULT_ATOL:g})",
-    )
-    parser.add_argument(
-        "--hidden-atol",
-        type=float,
-        default=DEFAULT_HIDDEN_ATOL,
-        help="the same for every hidden state and attention map (default: "
-        f"{DEFAULT_HIDDEN_ATOL:g}; float32 rounding accumulates through the layers)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
-    parser.add_argument("--head", choices=HEADS, default=None, help="head to run (default: the checkpoint's own)")
-    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit of MODEL")
-    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache folder for Hub downloads")
-    parser.add_argument("--local-files-only", action="store_true", help="never download: use the local cache only")
-
-
-def _read_texts(source: str) -> list[str]:
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        lines = Path(source).expanduser().read_text(encoding="utf-8").splitlines()
-    texts = [line.strip() for line in lines if line.strip()]
-    if not texts:
-        raise ValueError(f"--texts {source} holds no text: give one input text per line")
-    return texts
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """``distilbert-mf parity``: print the table (or JSON); 0 pass, 1 parity failure, 2 could not run."""
-    try:
-        frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()] if args.frameworks else None
-        report = check_parity(
-            args.model,
-            frameworks=frameworks,
-            texts=_read_texts(args.texts) if args.texts else None,
-            atol=args.atol,
-            hidden_atol=args.hidden_atol,
-            head=args.head,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-            local_files_only=args.local_files_only,
-        )
-    except USAGE_ERRORS as err:  # the check could not run: exit 2, never 1 (1 means the frameworks disagree)
-        if args.verbose:
-            logger.error("traceback", exc_info=err)
-        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-        sys.stderr.write(f"distilbert-mf parity: error: {message}\n")
-        return 2
-    sys.stdout.write((report.to_json() if args.json else report.table()) + "\n")
-    if not report.passed:
-        logger.error("parity FAILED for %s: max |Δ| %.2e, atol %.0e", args.model, report.worst, report.atol)
-    return 0 if report.passed else 1
+    return ParityPlan(name_or_path, head, str(fmt), names, inputs, float(atol), float(hidden_atol), hub)

@@ -170,21 +170,26 @@ def call_main(args, capsys, monkeypatch, stdin=""):
 
 def test_unknown_task(capsys, monkeypatch):
     code, out, err = call_main(["run", "--task", "summarization"], capsys, monkeypatch, "text\n")
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert "unknown task 'summarization'" in err and "text-classification" in err
 
 
 def test_missing_model_folder(capsys, monkeypatch, tmp_path):
     missing = str(tmp_path / "nope")
     code, _, err = call_main(["run", "--task", "fill-mask", "--model", missing], capsys, monkeypatch, "a [MASK]\n")
-    assert code == 1 and f"model folder {missing!r} does not exist" in err
+    assert code == 2 and f"model folder {missing!r} does not exist" in err
 
 
 def test_task_without_model(capsys, monkeypatch):
+    """question-answering's default is a Hub model: offline and not cached, the Hub error, naming CLI flags."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, _, err = call_main(
         ["run", "--task", "question-answering"], capsys, monkeypatch, '{"question": "q", "context": "c"}'
     )
-    assert code == 1 and "has no default model: pass model=" in err
+    assert code == 2 and "'distilbert/distilbert-base-cased-distilled-squad'" in err
+    assert "--cache-dir DIR" in err and "cache_dir=" not in err and "model=" not in err
+    code, _, err = call_main(["run", "--task", "ner"], capsys, monkeypatch, "x\n")
+    assert code == 2 and "has no default model" in err and "pass --model <folder" in err and "model=" not in err
 
 
 def test_default_text_classification_model_missing(capsys, monkeypatch):
@@ -192,18 +197,18 @@ def test_default_text_classification_model_missing(capsys, monkeypatch):
 
     monkeypatch.setattr(models, "BUILTIN", {})
     code, _, err = call_main(["run", "--task", "text-classification"], capsys, monkeypatch, "great\n")
-    assert code == 1 and "distilbert-mf/minilm-sst2" in err and "pass model=" in err
+    assert code == 2 and "distilbert-mf/minilm-sst2" in err and "pass --model <folder" in err and "model=" not in err
 
 
 def test_unreadable_input(capsys, monkeypatch, tmp_path):
     code, _, err = call_main(
         ["run", "--task", "fill-mask", "--input", str(tmp_path / "absent.txt")], capsys, monkeypatch
     )
-    assert code == 1 and "cannot read input" in err and "absent.txt" in err
+    assert code == 2 and "cannot read input" in err and "absent.txt" in err
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"ok\n\xff\xfe\n")
     code, _, err = call_main(["run", "--task", "fill-mask", "--input", str(binary)], capsys, monkeypatch)
-    assert code == 1 and "cannot read input" in err
+    assert code == 2 and "cannot read input" in err
 
 
 @pytest.mark.parametrize(
@@ -223,7 +228,7 @@ def test_unreadable_input(capsys, monkeypatch, tmp_path):
 )
 def test_bad_input_lines_name_the_line(task, stdin, message, capsys, monkeypatch, tmp_path):
     code, out, err = call_main(["run", "--task", task, "--model", str(tmp_path)], capsys, monkeypatch, stdin)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert message in err
 
 
@@ -231,7 +236,7 @@ def test_parameter_the_task_lacks(capsys, monkeypatch, tmp_path):
     code, _, err = call_main(
         ["run", "--task", "ner", "--top-k", "2", "--model", str(tmp_path)], capsys, monkeypatch, "x\n"
     )
-    assert code == 1 and "unexpected keyword argument(s) ['top_k']" in err
+    assert code == 2 and "unexpected keyword argument(s) ['top_k']" in err and "--top-k sets top_k" in err
 
 
 def test_bad_params_are_usage_errors(capsys, monkeypatch):

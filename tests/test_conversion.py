@@ -293,13 +293,13 @@ def test_cli_convert(tmp_path: Path) -> None:
     ]
     assert {str(a.dtype) for a in _tensors(tmp_path / "out").values()} == {"float16"}
     again = _cli("convert", str(source), str(tmp_path / "out"), "--to", "safetensors")
-    assert again.returncode == 1
-    assert again.stderr.strip().endswith("not empty; pass overwrite=True (CLI: --overwrite) to replace its weights")
+    assert again.returncode == 2  # docs/cli.md: one exit-status policy for every subcommand
+    assert again.stderr.strip().endswith("not empty; pass --overwrite to replace its weights")
     assert _cli("convert", str(source), str(tmp_path / "out"), "--to", "safetensors", "--overwrite").returncode == 0
     assert find_weights(tmp_path / "out")[0] == "safetensors"
     assert not (tmp_path / "out" / "tf_model.h5").exists()
     bad = _cli("convert", str(source), str(tmp_path / "x"), "--to", "onnx")
-    assert bad.returncode == 1 and "unknown output format 'onnx'" in bad.stderr
+    assert bad.returncode == 2 and "unknown output format 'onnx'" in bad.stderr
     assert _cli("convert", str(source), str(tmp_path / "y"), "--dtype", "int8").returncode == 2
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from distilbert_mf.checkpoint.names import HEAD_OF_ARCHITECTURE
 from distilbert_mf.frameworks import normalize_framework
-from distilbert_mf.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline
+from distilbert_mf.models import DEFAULT_SENTENCE_EMBEDDING_MODEL, DEFAULT_TEXT_CLASSIFICATION_MODEL, builtin_path
+from distilbert_mf.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, ProgressShare
 from distilbert_mf.pipelines.feature_extraction import FeatureExtractionPipeline
 from distilbert_mf.pipelines.fill_mask import FillMaskPipeline
 from distilbert_mf.pipelines.frameworks import (
@@ -52,22 +53,59 @@ TASK_OF_HEAD = {
 }
 
 __all__ = [
+    "DEFAULT_MODELS",
     "FRAMEWORKS",
     "TASKS",
     "TASK_ALIASES",
     "FeatureExtractionPipeline",
     "FillMaskPipeline",
     "ModelAdapter",
+    "NoDefaultModelError",
     "Pipeline",
+    "ProgressShare",
     "QuestionAnsweringPipeline",
     "TextClassificationPipeline",
     "TokenClassificationPipeline",
     "UnknownTaskError",
     "ZeroShotClassificationPipeline",
     "available_frameworks",
+    "default_model",
     "pipeline",
     "resolve_task",
 ]
+
+
+# the model pipeline(task) loads when it is given none (docs/default-model.md). Where transformers' own default is a
+# DistilBERT, the same Hub model; fill-mask: distilbert-base-uncased itself; text-classification: the embedded model
+DEFAULT_MODELS: dict[str, str] = {
+    "text-classification": DEFAULT_TEXT_CLASSIFICATION_MODEL,
+    "fill-mask": "distilbert/distilbert-base-uncased",
+    "question-answering": "distilbert/distilbert-base-cased-distilled-squad",
+    "feature-extraction": "distilbert/distilbert-base-cased",
+}
+# feature-extraction asked for sentence embeddings (pooling= given to pipeline()): the embedded sentence model
+SENTENCE_EMBEDDING_TASK = "feature-extraction"
+# tasks without a default: transformers' default is not a DistilBERT; what the error suggests instead
+NO_DEFAULT = {
+    "token-classification": (
+        "dbmdz/bert-large-cased-finetuned-conll03-english, a BERT-large",
+        "dslim/distilbert-NER",
+        "a DistilBERT fine-tuned on CoNLL-2003 (PER, ORG, LOC, MISC)",
+    ),
+    "zero-shot-classification": (
+        "facebook/bart-large-mnli, a BART",
+        None,
+        "a DistilBERT fine-tuned on an NLI data set such as MNLI, whose labels name entailment and contradiction",
+    ),
+}
+
+
+class NoDefaultModelError(ValueError):
+    """``pipeline(task)`` was given no model and ``task`` has no default here. ``cli_message`` names ``--model``."""
+
+    def __init__(self, message: str, cli_message: str) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message
 
 
 class UnknownTaskError(KeyError):
@@ -112,7 +150,7 @@ def pipeline(
         task: "text-classification" (alias "sentiment-analysis"), "fill-mask", "token-classification" (alias
             "ner"), "question-answering", "feature-extraction" or "zero-shot-classification".
         model: a folder, a Hub repo id, a built-in short name, or a model instance of any framework (the framework
-            is then read from it). Omitted: text-classification uses the packaged default model.
+            is then read from it). Omitted: the task's default (:func:`default_model`, :data:`DEFAULT_MODELS`).
         framework: "pt", "tf" or "flax"; None picks the first installed, in that order.
         device: None (framework default), -1/"cpu", a GPU index such as 0, "cuda:1", "gpu:0", "mps" or a
             ``torch.device``. A GPU that is not there is an error, never a silent fallback to the CPU.
@@ -120,7 +158,7 @@ def pipeline(
             dtype (also accepted as ``torch_dtype=``). float16 on a CPU logs a warning: use bfloat16 there.
         batch_size: inputs per forward pass; inputs are grouped by length so batches carry little padding.
         tokenizer: a folder/repo id/short name or a tokenizer object; None loads the model's own.
-        progress: show a tqdm progress bar over the inputs.
+        progress: show a tqdm progress bar over the inputs (a call may pass a :class:`ProgressShare` instead).
         revision: Hub revision, passed to ``from_pretrained`` (so are the next three).
         token: Hub token.
         cache_dir: Hub cache folder.
@@ -141,7 +179,16 @@ def pipeline(
     cls = TASKS[task]
     cls.check_names(task_defaults)  # before any (slow) loading
     if model is None:
-        model = _default_model(task)
+        model = default_model(task, pooling=task_defaults.get("pooling"))
+        if builtin_path(model) is not None:
+            logger.info("no model was given: the %s pipeline uses the embedded %r", task, model)
+        else:
+            logger.warning(
+                "No model was given: the %s pipeline uses its default, %r from the Hugging Face Hub; name a model "
+                "to be sure of what runs",
+                task,
+                model,
+            )
     load_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
     if isinstance(model, (str, os.PathLike)):
         adapter = load_model(
@@ -171,30 +218,44 @@ def pipeline(
     return cls(adapter, tokenizer, batch_size=batch_size, progress=progress, **task_defaults)
 
 
-def _default_model(task: str) -> str:
-    from distilbert_mf.models import BUILTIN, DEFAULT_TEXT_CLASSIFICATION_MODEL, builtin_path
+def default_model(task: str, *, pooling: Any = None) -> str:
+    """The model ``pipeline(task)`` loads when given none; raises :class:`NoDefaultModelError` where there is none.
 
-    if task == "text-classification":
-        if builtin_path(DEFAULT_TEXT_CLASSIFICATION_MODEL) is not None:
-            return DEFAULT_TEXT_CLASSIFICATION_MODEL
-        raise ValueError(
-            f"text-classification has no default model in this installation (the packaged "
-            f"{DEFAULT_TEXT_CLASSIFICATION_MODEL!r} is missing): pass model=<folder, Hub repo id or short name>, "
-            "e.g. model='distilbert/distilbert-base-uncased-finetuned-sst-2-english'"
+    feature-extraction with ``pooling`` (sentence embeddings) uses the embedded all-MiniLM-L6-v2 conversion, without
+    it transformers' default, ``distilbert/distilbert-base-cased``. text-classification uses the embedded SST-2 model.
+    """
+    task = resolve_task(task)
+    if task == SENTENCE_EMBEDDING_TASK and pooling is not None:
+        name = DEFAULT_SENTENCE_EMBEDDING_MODEL
+    elif task in NO_DEFAULT:
+        theirs, example, what = NO_DEFAULT[task]
+        text = (
+            f"the {task} pipeline has no default model: transformers' default ({theirs}) is not a DistilBERT; "
+            f"pass {{flag}}<folder, Hub repo id or short name> of {what}"
         )
-    builtin = sorted(BUILTIN) or "none"
-    raise ValueError(
-        f"the {task} pipeline has no default model: pass model=<folder, Hub repo id or short name> (built-in short "
-        f"names: {builtin})"
-    )
+        raise NoDefaultModelError(
+            text.format(flag="model=") + (f", e.g. model={example!r}" if example else ""),
+            text.format(flag="--model ") + (f", e.g. --model {example}" if example else ""),
+        )
+    else:
+        name = DEFAULT_MODELS[task]
+    if name in (DEFAULT_TEXT_CLASSIFICATION_MODEL, DEFAULT_SENTENCE_EMBEDDING_MODEL) and builtin_path(name) is None:
+        text = (
+            f"{task} has no default model in this installation (the packaged {name!r} is missing): pass "
+            "{flag}<folder, Hub repo id or short name>"
+        )
+        example = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+        raise NoDefaultModelError(
+            text.format(flag="model=") + f", e.g. model={example!r}",
+            text.format(flag="--model ") + f", e.g. --model {example}",
+        )
+    return name
 
 
 def _task_of(model: Any) -> str:
     """The task served by a model instance's head, or by the architecture in a checkpoint's config.json."""
     head = getattr(type(model), "head", None)
     if head is None and isinstance(model, (str, os.PathLike)):
-        from distilbert_mf.models import builtin_path
-
         config_file = (builtin_path(model) or Path(model)) / "config.json"
         if config_file.is_file():
             with open(config_file, encoding="utf-8") as handle:

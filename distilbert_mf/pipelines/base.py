@@ -176,7 +176,7 @@ class Pipeline:
         rows: Sequence[Sequence[int]],
         *,
         batch_size: int,
-        progress: bool = False,
+        progress: bool | ProgressShare = False,
         reduce: Callable[[int, dict[str, np.ndarray]], Any] | None = None,
     ) -> list[Any]:
         """Run the model on ``rows`` of token ids; returns one output dict per row, in the order given.
@@ -244,6 +244,47 @@ class Pipeline:
         )
 
 
+class ProgressShare:
+    """A share of a progress bar the caller owns: one pipeline call advances ``bar`` by ``amount`` in all.
+
+    Pass it as ``progress=`` to a call to show one bar over many calls (the command line's ``run --progress``
+    counts input lines this way). The call spreads ``amount`` over the model rows it runs, however many rows an
+    input takes (question-answering windows, zero-shot label pairs), and never closes ``bar``. ``bar`` is anything
+    with ``update(n)``, such as a ``tqdm`` instance.
+    """
+
+    def __init__(self, bar: Any, amount: int) -> None:
+        if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)) or amount < 0:
+            raise ValueError(f"amount must be a non-negative integer, got {amount!r}")
+        self.bar = bar
+        self.amount = int(amount)
+        self._rows = 0
+        self._done = 0
+        self._given = 0
+
+    def start(self, rows: int) -> ProgressShare:
+        """Called by the pipeline with the number of model rows the call runs."""
+        self._rows, self._done = int(rows), 0
+        return self
+
+    def update(self, rows: int) -> None:
+        """``rows`` more rows are done: advance the bar by their share of ``amount`` (whole steps only)."""
+        self._done += int(rows)
+        target = self.amount if self._done >= self._rows else self.amount * self._done // max(self._rows, 1)
+        if target > self._given:
+            self.bar.update(target - self._given)
+            self._given = target
+
+    def finish(self) -> None:
+        """The call is over: advance the bar to the whole ``amount`` (a call that ran no rows advanced nothing)."""
+        if self.amount > self._given:
+            self.bar.update(self.amount - self._given)
+            self._given = self.amount
+
+    def close(self) -> None:
+        """The caller's bar stays open."""
+
+
 class _NoBar:
     def update(self, n: int) -> None:
         pass
@@ -252,7 +293,10 @@ class _NoBar:
         pass
 
 
-def _progress_bar(progress: bool, total: int, task: str) -> Any:
+def _progress_bar(progress: Any, total: int, task: str) -> Any:
+    """``progress``: False (no bar), True (a tqdm bar of ``total`` rows on stderr) or a :class:`ProgressShare`."""
+    if isinstance(progress, ProgressShare):
+        return progress.start(total)
     if not progress:
         return _NoBar()
     from tqdm.auto import tqdm

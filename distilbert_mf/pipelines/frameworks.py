@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,22 @@ OUTPUT_NAMES = {
 }
 
 
+class FrameworkNotInstalledError(ImportError):
+    """The framework asked for is not installed. ``cli_message`` says the same with ``--framework``."""
+
+    def __init__(self, message: str, cli_message: str) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message
+
+
+class DeviceNotAvailableError(ValueError):
+    """The device asked for is not on this machine. ``cli_message`` says the same with ``--device``."""
+
+    def __init__(self, message: str, cli_message: str) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message
+
+
 def resolve_framework(framework: str | None) -> str:
     """Normalise ``framework`` ("pt"/"torch", "tf"/"tensorflow", "flax"/"jax"); ``None`` picks the first installed."""
     if framework is None:
@@ -53,10 +69,11 @@ def resolve_framework(framework: str | None) -> str:
         raise TypeError(f"framework must be a string such as 'pt', 'tf' or 'flax', got {type(framework).__name__}")
     name = normalize_framework(framework)
     if not is_available(name):
-        raise ImportError(
-            f"framework={framework!r} needs {' and '.join(FRAMEWORK_TABLE[name][2])}: pip install "
-            f"'distilbert-mf[{EXTRAS[name]}]'; installed frameworks: {available_frameworks() or 'none'}"
+        needs = (
+            f"needs {' and '.join(FRAMEWORK_TABLE[name][2])}: pip install 'distilbert-mf[{EXTRAS[name]}]'; "
+            f"installed frameworks: {available_frameworks() or 'none'}"
         )
+        raise FrameworkNotInstalledError(f"framework={framework!r} {needs}", f"--framework {framework} {needs}")
     return name
 
 
@@ -71,12 +88,18 @@ def installed_framework_of(model: Any) -> str | None:
 # -- devices -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Device:
-    """A device request: ``kind`` is "cpu", "gpu" or "mps"; ``index`` the accelerator number (None: default)."""
+    """A device request: ``kind`` is "cpu", "gpu" or "mps"; ``index`` the accelerator number (None: default).
+
+    ``given`` is the request as the caller spelled it (``"cuda"``, ``0``, ``"GPU:1"``): messages echo it.
+    """
 
     kind: str
     index: int | None = None
+    given: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
+        if self.given is not None:
+            return self.given
         return self.kind if self.index is None else f"{self.kind}:{self.index}"
 
 
@@ -92,33 +115,42 @@ def parse_device(device: Any) -> Device | None:
         raise TypeError(f"device must be an int, a string or a torch.device, got {device!r}")
     if isinstance(device, (int, np.integer)):
         if device == -1:
-            return Device("cpu")
+            return Device("cpu", given="-1")
         if device < -1:
             raise ValueError(f"device must be -1 (CPU) or a GPU index >= 0, got {device}")
-        return Device("gpu", int(device))
+        return Device("gpu", int(device), given=str(int(device)))
     if type(device).__name__ == "device" and hasattr(device, "type"):  # torch.device
         kind = "gpu" if device.type == "cuda" else device.type
         if kind not in ("cpu", "gpu", "mps"):
             raise ValueError(f"unsupported torch device {device!r}; expected cpu, cuda or mps")
-        return Device(kind, device.index if kind != "cpu" else None)
+        return Device(kind, device.index if kind != "cpu" else None, given=str(device))
     if isinstance(device, str):
         text = device.strip().lower()
         kind, _, number = text.partition(":")
         kinds = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "mps": "mps"}
         if kind in kinds and (not number or number.isdigit()):
             if kinds[kind] == "cpu":
-                return Device("cpu")
-            return Device(kinds[kind], int(number) if number else None)
+                return Device("cpu", given=device.strip())
+            return Device(kinds[kind], int(number) if number else None, given=device.strip())
     raise ValueError(
         f"unsupported device {device!r}; expected None, -1 or 'cpu', a GPU index like 0, 'cuda', 'cuda:1', "
         "'gpu:0', 'mps', or a torch.device"
     )
 
 
-def _no_gpu(device: Device, framework: str, found: int) -> ValueError:
-    return ValueError(
-        f"device={str(device)!r} asks for a GPU but {framework} sees {found} GPU(s) on this machine; pass "
-        "device='cpu' (or -1), or install a GPU build of the framework"
+def _unavailable(device: Device, problem: str, python_fix: str = "", cli_fix: str = "") -> DeviceNotAvailableError:
+    """The error for a device this machine lacks, echoing the request as the caller spelled it."""
+    return DeviceNotAvailableError(
+        f"device={str(device)!r} {problem}{python_fix}", f"--device {device} {problem}{cli_fix}"
+    )
+
+
+def _no_gpu(device: Device, framework: str, found: int) -> DeviceNotAvailableError:
+    return _unavailable(
+        device,
+        f"asks for a GPU but {framework} sees {found} GPU(s) on this machine",
+        "; pass device='cpu' (or -1), or install a GPU build of the framework",
+        "; pass --device cpu (or leave --device out), or install a GPU build of the framework",
     )
 
 
@@ -188,7 +220,7 @@ def _torch_device(device: Device) -> Any:
         return torch.device("cpu")
     if device.kind == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError(f"device={str(device)!r} asks for Apple's MPS backend but it is not available here")
+            raise _unavailable(device, "asks for Apple's MPS backend but it is not available here")
         return torch.device("mps")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     index = device.index or 0
@@ -230,7 +262,7 @@ def _tf_device_name(device: Device | None) -> str | None:
     if device.kind == "cpu":
         return "/CPU:0"
     if device.kind == "mps":
-        raise ValueError("device='mps' is a PyTorch backend; TensorFlow sees Apple GPUs as 'gpu' devices")
+        raise _unavailable(device, "is a PyTorch backend; TensorFlow sees Apple GPUs as 'gpu' devices")
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -284,7 +316,7 @@ def _jax_device(device: Device | None) -> Any:
     if device.kind == "cpu":
         return jax.devices("cpu")[0]
     if device.kind == "mps":
-        raise ValueError("device='mps' is a PyTorch backend; JAX has no MPS device")
+        raise _unavailable(device, "is a PyTorch backend; JAX has no MPS device")
     try:
         gpus = jax.devices("gpu")
     except RuntimeError:

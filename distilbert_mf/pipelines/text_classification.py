@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -18,15 +19,31 @@ class TextClassificationPipeline(Pipeline):
     string input gives a one-element list); with ``top_k=k`` the ``k`` best labels per input, sorted by score
     (``top_k=None``: every label). ``function_to_apply``: "softmax", "sigmoid" or "none"; by default sigmoid
     for one label or multi-label problems, none for regression, softmax otherwise.
+
+    ``return_all_scores`` (deprecated, as in transformers 4.x): ``True`` gives every label's score in label order
+    (not sorted; a single string gives ``[[...]]``), ``False`` the best label; a ``top_k`` given at the same level
+    (constructor or call) wins over it. Using it warns once (a ``UserWarning``).
     """
 
     task = "text-classification"
     head = "sequence_classification"
-    parameters = {"top_k": 1, "function_to_apply": None, "truncation": True, "max_length": None}
+    parameters = {
+        "top_k": 1,
+        "function_to_apply": None,
+        "truncation": True,
+        "max_length": None,
+        "return_all_scores": None,
+    }
 
     def _validate(self, params: dict[str, Any]) -> None:
         if "top_k" in params:
             check_top_k(params["top_k"], allow_none=True)
+        legacy = params.get("return_all_scores")
+        if legacy is not None:
+            if not isinstance(legacy, bool):
+                raise TypeError(f"return_all_scores must be True, False or None, got {legacy!r}")
+            if "top_k" not in params:
+                _warn_return_all_scores()
         function = params.get("function_to_apply")
         if function is not None:
             if not isinstance(function, str) or function.lower() not in (*FUNCTIONS, "default"):
@@ -35,18 +52,30 @@ class TextClassificationPipeline(Pipeline):
         if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
             raise ValueError(f"max_length must be an integer >= 2 (or None), got {max_length!r}")
 
+    def _mode(self, params: dict[str, Any]) -> str:
+        """How results are shaped: "best" (one label), "ranked" (``top_k`` sorted) or "all" (every label in label
+        order, transformers 4.x's ``return_all_scores=True``). The call's parameters win over the constructor's; at
+        one level, ``top_k`` wins over ``return_all_scores``."""
+        for level in (params, self._defaults):
+            if "top_k" in level:
+                return "ranked"
+            if level.get("return_all_scores") is not None:
+                return "all" if level["return_all_scores"] else "best"
+        return "best"
+
     def __call__(self, inputs: Any, **params: Any) -> Any:
         """Classify ``inputs``: a string, a ``{"text", "text_pair"}`` dict, or a list (or generator) of them."""
         options = self._resolve(params)
-        ranked = self._explicit("top_k", params)
+        mode = self._mode(params)
+        ranked = mode == "ranked"
         if is_stream(inputs):
-            return self._stream(inputs, lambda chunk: self._classify(chunk, options, ranked))
+            return self._stream(inputs, lambda chunk: self._classify(chunk, options, mode))
         if isinstance(inputs, (str, dict)):
-            result = self._classify([inputs], options, ranked)[0]
+            result = self._classify([inputs], options, mode)[0]
             # transformers returns a list for one string in the default (unranked) mode
             return [result] if isinstance(inputs, str) and not ranked else result
         if isinstance(inputs, (list, tuple)):
-            return self._classify(list(inputs), options, ranked)
+            return self._classify(list(inputs), options, mode)
         raise TypeError(
             f"text-classification takes a string, a {{'text', 'text_pair'}} dict or a list of them, "
             f"got {type(inputs).__name__}"
@@ -54,11 +83,11 @@ class TextClassificationPipeline(Pipeline):
 
     def each(self, inputs: Any, **params: Any) -> list[Any]:
         options = self._resolve(params)
-        ranked = self._explicit("top_k", params)
-        results = self._classify(list(inputs), options, ranked)
-        return [[r] if isinstance(x, str) and not ranked else r for x, r in zip(inputs, results)]
+        mode = self._mode(params)
+        results = self._classify(list(inputs), options, mode)
+        return [[r] if isinstance(x, str) and mode != "ranked" else r for x, r in zip(inputs, results)]
 
-    def _classify(self, items: list[Any], options: dict[str, Any], ranked: bool) -> list[Any]:
+    def _classify(self, items: list[Any], options: dict[str, Any], mode: str) -> list[Any]:
         texts, pairs = [], []
         for position, item in enumerate(items):
             text, pair = _split_item(item, position)
@@ -71,12 +100,12 @@ class TextClassificationPipeline(Pipeline):
         results = []
         for out in outputs:
             scores = _apply(function, out["logits"])
-            if not ranked:
+            if mode == "best":
                 best = int(scores.argmax())
                 results.append({"label": id2label[best], "score": float(scores[best])})
                 continue
-            order = np.argsort(-scores, kind="stable")
-            if options["top_k"] is not None:
+            order = np.arange(len(scores)) if mode == "all" else np.argsort(-scores, kind="stable")
+            if mode == "ranked" and options["top_k"] is not None:
                 order = order[: options["top_k"]]
             results.append([{"label": id2label[int(i)], "score": float(scores[i])} for i in order])
         return results
@@ -107,6 +136,17 @@ class TextClassificationPipeline(Pipeline):
         if config.problem_type == "multi_label_classification" or config.num_labels == 1:
             return "sigmoid"
         return "softmax"
+
+
+def _warn_return_all_scores() -> None:
+    # the same category and opening words as transformers 4.x, so filters written for it silence this one too;
+    # Python's default filter shows it once per process
+    warnings.warn(
+        "`return_all_scores` is now deprecated: pass top_k=None instead of return_all_scores=True (every label's "
+        "score) or top_k=1 instead of return_all_scores=False; note that top_k sorts the labels by score",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 def _split_item(item: Any, position: int) -> tuple[str, str | None]:
