@@ -1,7 +1,8 @@
 """DistilBERT tokenizers: pure-Python WordPiece and a ``tokenizers``-backed fast one, with identical outputs.
 
 ``DistilBertTokenizer`` needs only the standard library and numpy; ``DistilBertTokenizerFast`` imports
-``tokenizers`` when first used. Neither imports torch, TensorFlow or JAX (``return_tensors`` imports the one
+``tokenizers`` when first used; ``AutoTokenizer.from_pretrained`` returns the fast one (``use_fast=False``: the
+pure-Python one). Neither imports torch, TensorFlow or JAX (``return_tensors`` imports the one
 asked for).
 """
 
@@ -10,12 +11,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from distilbert_mf.tokenization.added_tokens import AddedToken
+from distilbert_mf.tokenization.auto import AutoTokenizer
 from distilbert_mf.tokenization.base import DistilBertTokenizerBase
 from distilbert_mf.tokenization.batch import BatchEncoding, CharSpan, TokenSpan
 from distilbert_mf.tokenization.encoding import Encoding, TruncationError
 from distilbert_mf.tokenization.slow import DistilBertTokenizer
 
 __all__ = [
+    "AddedToken",
+    "AutoTokenizer",
     "BatchEncoding",
     "CharSpan",
     "DistilBertTokenizer",

@@ -8,9 +8,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["BatchEncoding", "CharSpan", "TokenSpan", "to_tensor"]
+__all__ = ["ROW_FIELDS", "BatchEncoding", "CharSpan", "TokenSpan", "to_tensor"]
 
 TENSOR_TYPES = ("np", "pt", "tf", "jax")
+# BatchEncoding key -> the attribute of a row's encoding (ours or tokenizers') that holds it
+ROW_FIELDS = {
+    "input_ids": "ids",
+    "attention_mask": "attention_mask",
+    "special_tokens_mask": "special_tokens_mask",
+    "offset_mapping": "offsets",
+}
 
 
 class CharSpan(NamedTuple):

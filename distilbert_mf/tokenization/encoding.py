@@ -8,9 +8,50 @@ follow ``tokenizers``' rules exactly, including the order in which overflowing w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["Encoding", "TruncationError", "pad_encodings", "post_process", "truncate_pair"]
+__all__ = [
+    "Encoding",
+    "TruncationError",
+    "pad_encodings",
+    "pad_fill",
+    "pad_row",
+    "padded_length",
+    "post_process",
+    "truncate_pair",
+]
+
+
+def padded_length(lengths: Iterable[int], length: int | None, pad_to_multiple_of: int | None) -> int:
+    """The length every row is padded to: ``length``, or the longest of ``lengths`` when None, rounded up to a
+    multiple of ``pad_to_multiple_of``."""
+    target = length if length is not None else max(lengths, default=0)
+    if pad_to_multiple_of and target % pad_to_multiple_of:
+        target += pad_to_multiple_of - target % pad_to_multiple_of
+    return target
+
+
+def pad_row(values: list[Any], length: int, fill: Any, direction: str) -> list[Any]:
+    """``values`` with ``fill`` added on the ``direction`` side ("left" / "right") up to ``length`` items."""
+    missing = length - len(values)
+    if missing <= 0:
+        return values
+    padding = [fill] * missing
+    return padding + values if direction == "left" else values + padding
+
+
+def pad_fill(pad_id: int, pad_token: str) -> dict[str, Any]:
+    """What a pad position holds in each field of an :class:`Encoding`."""
+    return {
+        "ids": pad_id,
+        "tokens": pad_token,
+        "offsets": (0, 0),
+        "word_ids": None,
+        "sequence_ids": None,
+        "special_tokens_mask": 1,
+        "attention_mask": 0,
+    }
 
 
 class TruncationError(ValueError):
@@ -153,22 +194,10 @@ class Encoding:
         """Pad this row and its overflowing windows to ``length`` tokens (no-op when already as long)."""
         for window in self.overflowing:
             window.pad(length, pad_id, pad_token, direction)
-        missing = length - len(self.ids)
-        if missing <= 0:
+        if length <= len(self.ids):
             return
-        fields = (
-            ("ids", pad_id),
-            ("tokens", pad_token),
-            ("offsets", (0, 0)),
-            ("word_ids", None),
-            ("sequence_ids", None),
-            ("special_tokens_mask", 1),
-            ("attention_mask", 0),
-        )
-        for name, value in fields:
-            padding = [value] * missing
-            current = getattr(self, name)
-            setattr(self, name, padding + current if direction == "left" else current + padding)
+        for name, value in pad_fill(pad_id, pad_token).items():
+            setattr(self, name, pad_row(getattr(self, name), length, value, direction))
 
 
 def _special(token_id: int, token: str) -> Encoding:
@@ -254,8 +283,6 @@ def pad_encodings(
     """Pad every row (and its windows) to ``length``, or to the longest row when ``length`` is None."""
     if not encodings:
         return
-    target = length if length is not None else max(len(e) for e in encodings)
-    if pad_to_multiple_of and target % pad_to_multiple_of:
-        target += pad_to_multiple_of - target % pad_to_multiple_of
+    target = padded_length((len(e) for e in encodings), length, pad_to_multiple_of)
     for encoding in encodings:
         encoding.pad(target, pad_id, pad_token, direction)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from distilbert_mf.tokenization import files as _files
-from distilbert_mf.tokenization.base import DistilBertTokenizerBase, PaddingSpec, TruncationSpec
+from distilbert_mf.tokenization.added_tokens import AddedToken
+from distilbert_mf.tokenization.base import DistilBertTokenizerBase
 from distilbert_mf.tokenization.encoding import TruncationError
+from distilbert_mf.tokenization.strategies import EncodeOptions, PaddingSpec, TruncationSpec
 
 __all__ = ["DistilBertTokenizerFast"]
 
@@ -43,14 +46,33 @@ class DistilBertTokenizerFast(DistilBertTokenizerBase):
             wanted = self._normalizer_json()
             if _files.bert_normalizer_settings(data.get("normalizer")) != _files.bert_normalizer_settings(wanted):
                 data["normalizer"] = wanted  # the settings passed in (or tokenizer_config.json) win
-            added = list(data.get("added_tokens") or [])
-            present = {entry["content"] for entry in added}
-            added += [_files.added_token_json(token) for token in self.added_tokens if token["content"] not in present]
-            data["added_tokens"] = added
+            data["added_tokens"] = [_files.added_token_json(i, token) for i, token in self._added.decoder.items()]
+            template = _files.template_tokens(data.get("post_processor"))
+            if template is not None and template != {self.cls_token, self.sep_token}:
+                data["post_processor"] = _files.post_processor_spec(*self._template())  # tokenizer_config.json wins
         data["truncation"] = None
         data["padding"] = None
         self._tokenizer = Tokenizer.from_str(json.dumps(data))
         self._state: tuple[Any, Any] = (None, None)
+
+    def _normalize_str(self, text: str) -> str:
+        normalizer = self._tokenizer.normalizer
+        return text if normalizer is None else normalizer.normalize_str(text)
+
+    def _added_tokens_changed(self, tokens: Sequence[AddedToken]) -> None:
+        from tokenizers import AddedToken as LibraryToken
+
+        self._tokenizer.add_tokens([LibraryToken(**token.to_json()) for token in tokens])
+        wrong = [t.content for t in tokens if self._tokenizer.token_to_id(t.content) != self._token_id(t.content)]
+        if wrong:  # the two bookkeepings follow the same rules; a difference is a bug
+            raise RuntimeError(f"the tokenizers library gave added tokens {wrong} other ids than distilbert_mf")
+
+    def _template_changed(self) -> None:
+        from tokenizers import Tokenizer
+
+        data = json.loads(self._tokenizer.to_str())
+        data["post_processor"] = _files.post_processor_spec(*self._template())
+        self._tokenizer.post_processor = Tokenizer.from_str(json.dumps(data)).post_processor
 
     @property
     def backend_tokenizer(self) -> Any:
@@ -90,23 +112,15 @@ class DistilBertTokenizerFast(DistilBertTokenizerBase):
             )
         self._state = (truncation, padding)
 
-    def _encode_batch(
-        self,
-        inputs: list[tuple[Any, Any]],
-        *,
-        add_special_tokens: bool,
-        is_split_into_words: bool,
-        truncation: TruncationSpec | None,
-        padding: PaddingSpec | None,
-    ) -> list[Any]:
-        self._configure(truncation, padding)
+    def _encode_batch(self, inputs: list[tuple[Any, Any]], options: EncodeOptions) -> list[Any]:
+        self._configure(options.truncation, options.padding)
         batch = [text if pair is None else (text, pair) for text, pair in inputs]
         try:
             return self._tokenizer.encode_batch(
-                batch, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
+                batch, add_special_tokens=options.add_special_tokens, is_pretokenized=options.is_split_into_words
             )
         except BaseException as err:  # the library reports some user errors as a Rust panic (a BaseException)
-            raise _translate(err, truncation) from err
+            raise _translate(err, options.truncation) from err
 
 
 def _translate(err: BaseException, truncation: TruncationSpec | None) -> BaseException:

@@ -2,9 +2,10 @@
 
 Same outputs as :class:`~distilbert_mf.tokenization.DistilBertTokenizerFast` (ids, offsets, masks, word and
 sequence ids, overflow windows), offsets into the original text included, which transformers only offered in its
-fast tokenizer. Pipeline per input: split off special/added tokens -> normalise each remaining segment with an
-alignment map (:mod:`.basic`) -> split words -> WordPiece (:mod:`.wordpiece`, cached per word) -> truncate ->
-``[CLS] A [SEP] (B [SEP])`` -> pad (:mod:`.encoding`).
+fast tokenizer. Pipeline per input, as ``tokenizers`` runs it: split off the added tokens matched in the raw text
+(special tokens) -> normalise each remaining segment with an alignment map (:mod:`.basic`) -> split off the added
+tokens matched in the normalised text (``add_tokens`` words) -> split words -> WordPiece (:mod:`.wordpiece`, cached
+per word) -> truncate -> ``[CLS] A [SEP] (B [SEP])`` -> pad (:mod:`.encoding`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from distilbert_mf.tokenization.base import DistilBertTokenizerBase, PaddingSpec, TruncationSpec
+from distilbert_mf.tokenization.added_tokens import AddedToken
+from distilbert_mf.tokenization.base import DistilBertTokenizerBase
 from distilbert_mf.tokenization.basic import BertNormalizer
 from distilbert_mf.tokenization.encoding import Encoding, pad_encodings, post_process, truncate_pair
+from distilbert_mf.tokenization.strategies import EncodeOptions
 from distilbert_mf.tokenization.wordpiece import WordPiece
 
 __all__ = ["DistilBertTokenizer"]
@@ -36,12 +39,9 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
     is_fast = False
 
     def _setup_backend(self) -> None:
-        unsupported = [t["content"] for t in self.added_tokens if not t.get("plain", True)]
+        unsupported = self._added.unsupported()
         if unsupported:
-            raise ValueError(
-                f"added tokens {unsupported} use lstrip/rstrip/single_word/normalized options that the pure-Python "
-                "tokenizer does not implement; use DistilBertTokenizerFast for this tokenizer.json"
-            )
+            raise ValueError(self._unsupported_message(unsupported))
         self._normalizer = BertNormalizer(
             lowercase=self.do_lower_case,
             strip_accents=self.strip_accents,
@@ -50,11 +50,39 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
         )
         self._word_re = self._normalizer.word_re
         self._wordpiece = WordPiece(
-            self.vocab, unk_token=self.unk_token, max_input_chars_per_word=self.max_input_chars_per_word
+            self.vocab, unk_token=self._wordpiece_unk, max_input_chars_per_word=self.max_input_chars_per_word
         )
-        # leftmost, then longest, match of any added token in the raw text (as tokenizers' Aho-Corasick)
-        contents = sorted((t["content"] for t in self.added_tokens), key=len, reverse=True)
-        self._added_re = re.compile("|".join(map(re.escape, contents))) if contents else None
+        self._added_tokens_changed(())
+        self._template_changed()
+
+    @staticmethod
+    def _unsupported_message(contents: Sequence[str]) -> str:
+        return (
+            f"added tokens {list(contents)} use lstrip/rstrip/single_word options that the pure-Python tokenizer "
+            "does not implement; use DistilBertTokenizerFast for them"
+        )
+
+    def _normalize_str(self, text: str) -> str:
+        return self._normalizer.normalize(text)[0]
+
+    def _check_addable(self, tokens: Sequence[AddedToken]) -> None:
+        unsupported = [token.content for token in tokens if not token.plain]
+        if unsupported:
+            raise ValueError(self._unsupported_message(unsupported))
+        super()._check_addable(tokens)
+
+    def _added_tokens_changed(self, tokens: Sequence[AddedToken]) -> None:
+        # leftmost, then longest, match of any added token (as tokenizers' Aho-Corasick), in the raw text and in
+        # the normalised text; the first token listed wins where two normalise alike
+        self._raw_ids = self._added.patterns(normalized=False)
+        self._normalized_ids: dict[str, int] = {}
+        for content, index in self._added.patterns(normalized=True).items():
+            self._normalized_ids.setdefault(self._normalize_str(content), index)
+        self._normalized_ids.pop("", None)
+        self._raw_re = _alternation(self._raw_ids)
+        self._normalized_re = _alternation(self._normalized_ids)
+
+    def _template_changed(self) -> None:
         self._cls = (self.cls_token_id, self.cls_token)
         self._sep = (self.sep_token_id, self.sep_token)
 
@@ -63,12 +91,20 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
 
     # -- one sequence ------------------------------------------------------------------------------------------
 
-    def _encode_segment(self, text: str, base: int, out: tuple[list, list, list, list], word: int, fixed: bool) -> int:
-        """Normalise, split and WordPiece one segment free of added tokens; returns the next word index."""
+    def _encode_words(
+        self,
+        normalized: str,
+        alignment: tuple[Any, Any, int],
+        span: tuple[int, int],
+        out: tuple,
+        word: int,
+        fixed: bool,
+    ) -> int:
+        """Split ``normalized[span[0]:span[1]]`` into words and WordPiece them; returns the next word index."""
         ids, tokens, offsets, words = out
-        normalized, starts, ends = self._normalizer.normalize(text)
+        starts, ends, base = alignment
         cache, wordpiece = self._wordpiece.cache, self._wordpiece
-        for match in self._word_re.finditer(normalized):
+        for match in self._word_re.finditer(normalized, *span):
             piece = match.group()
             piece_ids, piece_tokens, spans = cache.get(piece) or wordpiece(piece)
             begin, end = match.span()
@@ -95,8 +131,33 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
                 word += 1
         return word
 
+    def _encode_segment(self, text: str, base: int, out: tuple[list, list, list, list], word: int, fixed: bool) -> int:
+        """Normalise one segment free of raw-matched added tokens, split off the normalised ones, WordPiece the
+        rest; returns the next word index."""
+        normalized, starts, ends = self._normalizer.normalize(text)
+        alignment = (starts, ends, base)
+        found = self._normalized_re
+        if found is None or found.search(normalized) is None:
+            return self._encode_words(normalized, alignment, (0, len(normalized)), out, word, fixed)
+        ids, tokens, offsets, words = out
+        position = 0
+        for match in found.finditer(normalized):
+            start, end = match.span()
+            if start > position:
+                word = self._encode_words(normalized, alignment, (position, start), out, word, fixed)
+            ids.append(self._normalized_ids[match.group()])
+            tokens.append(match.group())
+            offsets.append(_original(starts, ends, base, start, end))
+            words.append(word)
+            if not fixed:
+                word += 1
+            position = end
+        if position < len(normalized):
+            word = self._encode_words(normalized, alignment, (position, len(normalized)), out, word, fixed)
+        return word
+
     def _encode_text(self, text: str, out: tuple[list, list, list, list], word: int, fixed: bool) -> int:
-        added = self._added_re
+        added = self._raw_re
         if added is None or added.search(text) is None:
             return self._encode_segment(text, 0, out, word, fixed)
         ids, tokens, offsets, words = out
@@ -106,7 +167,7 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
             if start > position:
                 word = self._encode_segment(text[position:start], position, out, word, fixed)
             content = match.group()
-            ids.append(self._added_ids[content])
+            ids.append(self._raw_ids[content])
             tokens.append(content)
             offsets.append((start, end))
             words.append(word)
@@ -126,32 +187,20 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
             self._encode_text(value, out, 0, fixed=False)  # type: ignore[arg-type]
         return Encoding(*out)
 
-    def _encode_batch(
-        self,
-        inputs: list[tuple[Any, Any]],
-        *,
-        add_special_tokens: bool,
-        is_split_into_words: bool,
-        truncation: TruncationSpec | None,
-        padding: PaddingSpec | None,
-    ) -> list[Encoding]:
+    def _encode_batch(self, inputs: list[tuple[Any, Any]], options: EncodeOptions) -> list[Encoding]:
         encodings = []
+        add_special_tokens, truncation = options.add_special_tokens, options.truncation
         for text, pair in inputs:
-            first = self._encode_sequence(text, is_split_into_words)
-            second = None if pair is None else self._encode_sequence(pair, is_split_into_words)
+            first = self._encode_sequence(text, options.is_split_into_words)
+            second = None if pair is None else self._encode_sequence(pair, options.is_split_into_words)
             if truncation is not None:
                 added = self.num_special_tokens_to_add(second is not None) if add_special_tokens else 0
-                truncate_pair(
-                    first,
-                    second,
-                    truncation.max_length - added,
-                    truncation.strategy,
-                    truncation.stride,
-                    truncation.direction,
-                )
+                limit = truncation.max_length - added
+                truncate_pair(first, second, limit, truncation.strategy, truncation.stride, truncation.direction)
             encodings.append(
                 post_process(first, second, add_special_tokens=add_special_tokens, cls=self._cls, sep=self._sep)
             )
+        padding = options.padding
         if padding is not None:
             pad_encodings(
                 encodings,
@@ -162,3 +211,16 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
                 direction=padding.direction,
             )
         return encodings
+
+
+def _alternation(patterns: dict[str, int]) -> re.Pattern[str] | None:
+    """A regex matching the leftmost, then longest, of ``patterns`` (None when there are none)."""
+    contents = sorted(patterns, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, contents))) if contents else None
+
+
+def _original(starts: list[int] | None, ends: list[int] | None, base: int, begin: int, end: int) -> tuple[int, int]:
+    """The span of the original text that normalised chars ``begin:end`` came from."""
+    if starts is None:
+        return base + begin, base + end
+    return base + starts[begin], base + (ends[end - 1] if ends else starts[end - 1] + 1)
