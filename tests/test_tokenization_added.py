@@ -7,6 +7,7 @@ our tokenizers (and ``tokenizers`` for the fast one).
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,8 @@ def test_special_tokens_semantics(hub_dir: Path) -> None:
         with pytest.raises(ValueError, match=r"add_special_tokens\(\{'mask_token': '<nope>'\}\)"):
             tok.mask_token = "<nope>"
     assert _outputs(slow, TEXT, PAIR) == _outputs(fast, TEXT, PAIR)
+    for tok in (slow, fast):  # data loader workers get pickled copies
+        assert _outputs(pickle.loads(pickle.dumps(tok)), TEXT, PAIR) == _outputs(tok, TEXT, PAIR)
 
 
 @pytest.mark.parametrize("cls", [DistilBertTokenizer, DistilBertTokenizerFast], ids=["slow", "fast"])

@@ -9,7 +9,10 @@ follow ``tokenizers``' rules exactly, including the order in which overflowing w
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distilbert_mf.tokenization.strategies import PaddingSpec
 
 __all__ = [
     "Encoding",
@@ -271,18 +274,10 @@ def post_process(
     return out
 
 
-def pad_encodings(
-    encodings: Sequence[Encoding],
-    *,
-    length: int | None,
-    pad_to_multiple_of: int | None,
-    pad_id: int,
-    pad_token: str,
-    direction: str,
-) -> None:
-    """Pad every row (and its windows) to ``length``, or to the longest row when ``length`` is None."""
+def pad_encodings(encodings: Sequence[Encoding], spec: PaddingSpec, pad_id: int, pad_token: str) -> None:
+    """Pad every row (and its windows) as ``spec`` says: to ``spec.length``, or to the longest row when None."""
     if not encodings:
         return
-    target = padded_length((len(e) for e in encodings), length, pad_to_multiple_of)
+    target = padded_length((len(e) for e in encodings), spec.length, spec.pad_to_multiple_of)
     for encoding in encodings:
-        encoding.pad(target, pad_id, pad_token, direction)
+        encoding.pad(target, pad_id, pad_token, spec.direction)

@@ -200,16 +200,8 @@ class DistilBertTokenizer(DistilBertTokenizerBase):
             encodings.append(
                 post_process(first, second, add_special_tokens=add_special_tokens, cls=self._cls, sep=self._sep)
             )
-        padding = options.padding
-        if padding is not None:
-            pad_encodings(
-                encodings,
-                length=padding.length,
-                pad_to_multiple_of=padding.pad_to_multiple_of,
-                pad_id=self.pad_token_id,
-                pad_token=self.pad_token,
-                direction=padding.direction,
-            )
+        if options.padding is not None:
+            pad_encodings(encodings, options.padding, self.pad_token_id, self.pad_token)
         return encodings
 
 
