@@ -11,7 +11,9 @@ Parts (each in its own processes, all with the same thread pinning, see :mod:`be
 - ``loading``: ``from_pretrained`` time and peak RSS, fresh process each (bench_loading.py),
 - ``pipelines``: SST-2 dev text-classification vs transformers' pipeline (bench_pipelines.py),
 - ``accuracy``: SST-2 dev accuracy and speed of the default model in bfloat16 vs float32 (bench_accuracy.py),
-- ``tokenizers``: SST-2 dev, slow and fast tokenizers vs the references (bench_tokenizers.py).
+- ``tokenizers``: SST-2 dev, slow and fast tokenizers vs the references (bench_tokenizers.py),
+- ``export``: int8 vs float32 ONNX Runtime vs our PyTorch bf16 (1x128 latency, 32x128 throughput), and the int8
+  accuracy cost of the default model on SST-2 dev, all through ``distilbert_mf.export`` (bench_export.py).
 
 The full run writes ``benchmarks/results/<part>.json`` and ``machine.json``, the chart ``docs/img/benchmarks.png``
 and the generated block of ``docs/benchmarks.md``; ``--smoke`` writes to ``benchmarks/results/tmp/`` (ignored by
@@ -50,7 +52,7 @@ from benchmarks.common import (
 
 logger = logging.getLogger("benchmarks.run")
 
-PARTS = ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers")
+PARTS = ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers", "export")
 WORKERS = ("torch", "keras", "flax", "onnx")
 LOADING_WORKER = {"ours-torch": "torch", "ours-keras": "keras", "ours-flax": "flax", "transformers-torch": "torch"}
 
@@ -139,10 +141,10 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
     workers = [w for w in args.workers.split(",") if w]
     results: dict[str, Any] = {}
     parts = args.parts.split(",")
-    onnx_path = scratch / "model.onnx"
+    onnx_path = scratch / "onnx" / "model.onnx"
     if "onnx" in parts or ("inference" in parts and "onnx" in workers):
         logger.info("part onnx: export and verify")
-        argv = ["benchmarks/bench_onnx.py", str(checkpoint), str(onnx_path), "--threads", str(args.threads)]
+        argv = ["benchmarks/bench_onnx.py", str(checkpoint), str(onnx_path.parent), "--threads", str(args.threads)]
         out = run_script([sys.executable, *argv])
         if out.returncode != 0:
             raise RuntimeError(f"ONNX export failed (exit code {out.returncode}); see its output above")
@@ -196,6 +198,15 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
                 argv += ["--limit", str(settings["pipeline_limit"])]
             results[part] = _script_json(argv, path, part)
             results[part]["model"] = note
+    if "export" in parts:
+        logger.info("part export: int8 / float32 ONNX Runtime / PyTorch bf16")
+        path = scratch / "export.json"
+        argv = ["benchmarks/bench_export.py", str(checkpoint), "--threads", str(args.threads), "--json", str(path)]
+        argv += ["--accuracy-model", str(model)] if packaged else []
+        argv += ["--smoke", "--limit", str(settings["pipeline_limit"])] if args.smoke else []
+        argv += [] if "torch" in workers else ["--no-torch"]
+        results["export"] = _script_json(argv, path, "export")
+        results["export"]["accuracy_model"] = "distilbert-mf/minilm-sst2 (packaged default model)" if packaged else None
     if "tokenizers" in parts:
         logger.info("part tokenizers")
         path = scratch / "tokenizers.json"

@@ -11,10 +11,12 @@ model and of the int8 model on a labelled text-classification file (GLUE-style T
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +44,27 @@ def check_quantize(quantize: Any, fmt: str) -> str | None:
     return quantize
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantiser logs a line per tensor on the root logger at INFO: keep them out of the log."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
     """Write the dynamic int8 quantisation of ONNX model ``src`` to ``dst`` (same folder); returns its summary."""
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
     prepared = dst.with_name(f".{dst.stem}.pre.onnx")
     try:
-        quant_pre_process(str(src), str(prepared))
-        quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+        with _quiet_root_logger():
+            quant_pre_process(str(src), str(prepared))
+            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, per_channel=False)
     finally:
         prepared.unlink(missing_ok=True)
     logger.info("wrote %s (%.1f MB, float32 %.1f MB)", dst, dst.stat().st_size / 1e6, src.stat().st_size / 1e6)
