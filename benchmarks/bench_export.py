@@ -27,7 +27,16 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import SHARED, WorkerProcess, emit_json, median, pin_threads, rotate, wait_for_quiet
+from benchmarks.common import (
+    SHARED,
+    WorkerProcess,
+    emit_json,
+    machine_info,
+    median,
+    pin_threads,
+    rotate,
+    wait_for_quiet,
+)
 
 logger = logging.getLogger("benchmarks.export")
 
@@ -227,6 +236,7 @@ def run_export(
             data["accuracy"]["file"] = str(eval_file) + (f" (first {limit} rows)" if limit else "")
             data["accuracy_model_verification"] = accuracy["verification"]
     data["ratios"] = ratios(data["cases"])
+    data["machine"] = machine_info()
     return data
 
 

@@ -199,10 +199,12 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
             results[part] = _script_json(argv, path, part)
             results[part]["model"] = note
     if "export" in parts:
+        from distilbert_mf.models import DEFAULT_TEXT_CLASSIFICATION_MODEL
+
         logger.info("part export: int8 / float32 ONNX Runtime / PyTorch bf16")
         path = scratch / "export.json"
         argv = ["benchmarks/bench_export.py", str(checkpoint), "--threads", str(args.threads), "--json", str(path)]
-        argv += ["--accuracy-model", str(model)] if packaged else []
+        argv += ["--accuracy-model", DEFAULT_TEXT_CLASSIFICATION_MODEL] if packaged else []
         argv += ["--smoke", "--limit", str(settings["pipeline_limit"])] if args.smoke else []
         argv += [] if "torch" in workers else ["--no-torch"]
         results["export"] = _script_json(argv, path, "export")

@@ -142,11 +142,14 @@ def export(
     quantize = check_quantize(quantize, fmt.name)
     atol = check_atol(atol)
     if opset is not None and fmt.name != "onnx":
-        raise ValueError(f"opset applies to the onnx format only, got opset={opset!r} with format {fmt.name!r}")
+        raise ValueError(f"an opset applies to the onnx format only, got opset {opset!r} with format {fmt.name!r}")
     if quantize and dtype != "float32":
-        raise ValueError(f"quantize='int8' starts from the float32 model, got dtype={dtype!r}")
+        raise ValueError(f"int8 quantisation starts from the float32 model, got dtype {dtype!r}")
     if eval_file is not None and not quantize:
-        raise ValueError("eval_file measures the accuracy cost of quantize='int8'; pass quantize='int8' with it")
+        raise ValueError(
+            "an eval file measures the accuracy cost of int8 quantisation: give it with quantize='int8' "
+            "(command line: --quantize int8)"
+        )
     if not (
         isinstance(max_accuracy_drop, (int, float)) and max_accuracy_drop >= 0 and math.isfinite(max_accuracy_drop)
     ):
@@ -182,8 +185,8 @@ def export(
                 if acc["drop_points"] > max_accuracy_drop:
                     raise ExportVerificationError(
                         f"int8 quantisation costs {acc['drop_points']:.2f} accuracy points on {eval_file} "
-                        f"(float32 {100 * acc['onnx_float32']:.2f}%, int8 {100 * acc['onnx_int8']:.2f}%), more than "
-                        f"max_accuracy_drop={max_accuracy_drop:g}",
+                        f"(float32 {100 * acc['onnx_float32']:.2f}%, int8 {100 * acc['onnx_int8']:.2f}%), more than the "
+                        f"{max_accuracy_drop:g} allowed (max_accuracy_drop, command line: --max-accuracy-drop)",
                         verification,
                     )
         metadata = _metadata(fmt, source, dtype, opset, files, written, verification, quantization)
@@ -398,7 +401,7 @@ def _check_dtype(dtype: Any, fmt: ExportFormat) -> str:
 
     name = dtype_name(dtype) if dtype is not None else "float32"
     if name not in fmt.dtypes:
-        raise ValueError(f"the {fmt.name} format is written in {' or '.join(fmt.dtypes)}, got dtype={dtype!r}")
+        raise ValueError(f"the {fmt.name} format is written in {' or '.join(fmt.dtypes)}, got dtype {dtype!r}")
     return name
 
 

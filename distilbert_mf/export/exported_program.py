@@ -24,9 +24,7 @@ logger = logging.getLogger(__name__)
 def write_exported_program(
     model: torch.nn.Module, folder: Path, task: ExportTask, *, dtype: str = "float32", opset: int | None = None
 ) -> dict[str, Any]:
-    """Write ``folder/model.pt2``; returns what was written (``opset`` does not apply and must be None)."""
-    if opset is not None:
-        raise ValueError(f"opset applies to the onnx format only, got opset={opset} for exported_program")
+    """Write ``folder/model.pt2``; returns what was written (``opset``: ONNX only, unused)."""
     serving = prepare(model, task, dtype, as_dict=True)
     config = model.config
     path = folder / "model.pt2"

@@ -39,7 +39,7 @@ def check_quantize(quantize: Any, fmt: str) -> str | None:
         raise ValueError(f"quantize must be None or one of {QUANTIZATIONS}, got {quantize!r}")
     if fmt != "onnx":
         raise ValueError(
-            f"quantize={quantize!r} applies to the onnx format only (ONNX Runtime's int8 kernels), got format {fmt!r}"
+            f"{quantize} quantisation applies to the onnx format only (ONNX Runtime's int8 kernels), got format {fmt!r}"
         )
     return quantize
 

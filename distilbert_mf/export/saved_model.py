@@ -25,12 +25,11 @@ SIGNATURES = {"serving_default": "int64", "serving_int32": "int32"}
 def write_saved_model(
     model: Any, folder: Path, task: ExportTask, *, dtype: str = "float32", opset: int | None = None
 ) -> dict[str, Any]:
-    """Write the SavedModel into ``folder`` (a Keras model on the TensorFlow backend); returns what was written."""
+    """Write the SavedModel into ``folder`` (a Keras model on the TensorFlow backend); returns what was written
+    (``opset``: ONNX only, unused)."""
     import keras
     import tensorflow as tf
 
-    if opset is not None:
-        raise ValueError(f"opset applies to the onnx format only, got opset={opset} for saved_model")
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"the saved_model export needs the TensorFlow Keras backend, got KERAS_BACKEND={keras.backend.backend()!r}"
