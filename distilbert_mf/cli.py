@@ -357,7 +357,8 @@ def _stderr_is_terminal() -> bool:
 
 
 class Progress:
-    """A tqdm bar on stderr for a command's steps, shown once the work has taken ``delay`` seconds.
+    """A tqdm bar on stderr for a command's steps, shown once the work has taken ``delay`` seconds (default
+    :data:`PROGRESS_DELAY`).
 
     The elapsed time keeps moving while one long step runs. ``enabled=None`` shows it only when stderr is a
     terminal (progress bars are not log lines). A disabled bar accepts every call and shows nothing.
@@ -369,7 +370,7 @@ class Progress:
         desc: str,
         unit: str,
         *,
-        delay: float = PROGRESS_DELAY,
+        delay: float | None = None,
         enabled: bool | None = None,
         leave: bool = False,
     ) -> None:
@@ -381,6 +382,7 @@ class Progress:
             return
         from tqdm.auto import tqdm
 
+        delay = PROGRESS_DELAY if delay is None else delay
         # miniters=0: every update, even update(0) from the ticker, may redraw (at most every mininterval)
         self._bar = tqdm(total=total, desc=desc, unit=unit, delay=delay, leave=leave, miniters=0, file=sys.stderr)
         self._ticker = threading.Thread(target=self._tick, name="distilbert-mf-progress", daemon=True)

@@ -174,6 +174,14 @@ def test_text_classification(framework, ours, reference):
     ]
     for inputs, kwargs in cases:
         assert_close(pipe(inputs, **kwargs), reference("text-classification", "cls", inputs, **kwargs))
+    # transformers 4.x's return_all_scores=True (gone from 5.x): top_k=None's scores, in label order, a single
+    # string nested once more
+    with pytest.warns(UserWarning, match="`return_all_scores` is now deprecated"):
+        legacy = pipe(TEXTS, return_all_scores=True)
+    labels = [pipe.config.id2label[i] for i in range(pipe.config.num_labels)]
+    for got, want in zip(legacy, reference("text-classification", "cls", TEXTS, top_k=None)):
+        assert [r["label"] for r in got] == labels
+        assert_close(sorted(got, key=lambda r: -r["score"]), want)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

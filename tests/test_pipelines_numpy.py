@@ -383,3 +383,103 @@ def test_softmax_is_stable():
     probs = softmax(np.array([1000.0, 1000.0, -1000.0], np.float32))
     assert probs.tolist() == pytest.approx([0.5, 0.5, 0.0])
     assert json.dumps(float(probs[0]))
+
+
+# -- transformers 4.x's return_all_scores, progress shares, devices echoed as given -------------------------------
+def test_return_all_scores_is_the_4x_alias_of_top_k_none(tokenizer, config, recwarn):
+    import warnings
+
+    pipe = classifier(tokenizer, config)
+    ranked = pipe("hello", top_k=None)  # sorted by score: LABEL_0, LABEL_2, LABEL_1 for logits (0.3, -0.3, 0)
+    assert [r["label"] for r in ranked] == ["LABEL_0", "LABEL_2", "LABEL_1"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        legacy = pipe("hello", return_all_scores=True)
+    assert [str(w.message).startswith("`return_all_scores` is now deprecated") for w in caught] == [True]
+    assert caught[0].category is UserWarning
+    # as transformers 4.x: one string gives [[...]], every label in label order (not sorted), same scores
+    assert (
+        isinstance(legacy, list)
+        and len(legacy) == 1
+        and [r["label"] for r in legacy[0]]
+        == [
+            "LABEL_0",
+            "LABEL_1",
+            "LABEL_2",
+        ]
+    )
+    assert sorted(legacy[0], key=lambda r: -r["score"]) == ranked
+    assert pipe(["hello", "a b c"], return_all_scores=True) == [legacy[0], pipe("a b c", return_all_scores=True)[0]]
+    assert pipe({"text": "a", "text_pair": "b"}, return_all_scores=True) == sorted(
+        pipe({"text": "a", "text_pair": "b"}, top_k=None), key=lambda r: r["label"]
+    )
+    assert pipe("hello", return_all_scores=False) == pipe("hello")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert pipe("hello", return_all_scores=True, top_k=2) == pipe("hello", top_k=2)  # top_k wins, no warning
+        constructed = classifier(tokenizer, config, return_all_scores=True)
+    assert len(caught) == 1
+    assert constructed("hello") == legacy and constructed("hello", top_k=1) == pipe("hello", top_k=1)
+    assert constructed.each(["hello"]) == [legacy]
+    with pytest.raises(TypeError, match="return_all_scores must be True, False or None, got 'yes'"):
+        pipe("hello", return_all_scores="yes")
+
+
+def test_return_all_scores_warns_once_under_the_default_filter(shared_data):
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, warnings\n"
+        "warnings.resetwarnings(); warnings.simplefilter('default')\n"
+        "from test_pipelines_numpy import classifier, DistilBertConfig\n"
+        "from distilbert_mf import DistilBertTokenizerFast\n"
+        "import sys; tok = DistilBertTokenizerFast.from_pretrained(sys.argv[1])\n"
+        "pipe = classifier(tok, DistilBertConfig(vocab_size=30522, dim=8, n_heads=2, hidden_dim=8, n_layers=1))\n"
+        "for _ in range(3): pipe('hello', return_all_scores=True)\n"
+    )
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    folder = shared_data / "distilbert-base-uncased-tokenizer"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder)], capture_output=True, text=True, cwd=here, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("`return_all_scores` is now deprecated") == 1
+
+
+def test_progress_share_spreads_one_bar_over_calls(tokenizer, config):
+    from distilbert_mf.pipelines import ProgressShare
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            assert k > 0
+            self.n += k
+
+    bar = Bar()
+    pipe = classifier(tokenizer, config, batch_size=2)
+    share = ProgressShare(bar, 10)
+    pipe(["a"] * 5, progress=share)  # 5 rows carry 10 steps
+    assert bar.n == 10
+    share.finish()
+    assert bar.n == 10  # already complete: finish adds nothing
+    empty = ProgressShare(bar, 3)
+    empty.finish()  # a call that ran no rows still accounts for its share
+    assert bar.n == 13
+    with pytest.raises(ValueError, match="amount must be a non-negative integer, got -1"):
+        ProgressShare(bar, -1)
+
+
+@pytest.mark.parametrize("given", ["cuda", "CUDA:1", "gpu:0", 0, 3])
+def test_devices_are_echoed_as_given(given):
+    from distilbert_mf.pipelines.frameworks import _no_gpu
+
+    device = parse_device(given)
+    assert str(device) == str(given).strip()
+    err = _no_gpu(device, "PyTorch", 0)
+    assert f"device={str(given)!r} asks for a GPU" in str(err) and "'gpu'" not in str(err)
+    assert err.cli_message.startswith(f"--device {given} asks for a GPU") and "--device cpu" in err.cli_message
+    assert isinstance(err, ValueError)
