@@ -1,14 +1,15 @@
 """The ``distilbert-mf`` command line: every subcommand and all its argument parsing live in this module.
 
 Subcommands: ``run`` (a pipeline over input lines, one JSON result per line), ``convert`` (checkpoint formats),
-``parity`` (one checkpoint in every framework, compared) and ``env`` (versions and devices). Results go to stdout;
-logging, progress bars and errors go to stderr.
+``parity`` (one checkpoint in every framework, compared), ``env`` (versions and devices) and ``export`` (serving
+artifacts, verified). Results go to stdout; logging, progress bars and errors go to stderr.
 
 Exit status, the same for every subcommand:
 
 ====  ==========================================================================================================
 0     success
-1     the command ran and its check failed: ``parity`` found a difference past its bound or an argmax disagreement
+1     the command ran and its check failed: ``parity`` found a difference past its bound or an argmax disagreement;
+      ``export``'s verification of the artifact failed (nothing is written then)
 2     the command could not do its job: bad usage (an unknown option, a missing argument, a value of the wrong
       form) or an error the user can fix (a missing or unreadable file, a model that cannot be found, the Hub
       unreachable, a framework not installed, an invalid input line); one ``distilbert-mf <command>: error: ...``
@@ -927,6 +928,96 @@ register(
         "print versions of Python, this library, its dependencies and frameworks, and the devices each sees",
         _env_arguments,
         _env,
+    )
+)
+
+
+# -- export ---------------------------------------------------------------------------------------------------------
+EXPORT_EPILOG = """\
+examples:
+  distilbert-mf export distilbert-mf/minilm-sst2 serving/minilm-onnx --format onnx --quantize int8 \\
+      --eval-file glue_sst2/dev.tsv
+  distilbert-mf export ./my-qa-model serving/qa/1 --format saved_model
+  distilbert-mf export ./my-model serving/my-model-jax --format stablehlo --dtype bf16 --overwrite
+
+exit status: 0 written and verified; 1 the verification failed (a max |Δ| past --atol x max(1, max |x|), the runtime
+process imported distilbert_mf, or int8 lost more than --max-accuracy-drop points on --eval-file) and nothing was
+written; 2 an error (usage, unknown format or task, framework or runtime not installed, existing DST, ...); 3 an
+internal error.
+"""
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    from distilbert_mf.export import FORMATS, TASKS
+
+    parser.add_argument("model", help="checkpoint folder, Hub repo id or built-in short name (any weights format)")
+    parser.add_argument("dst", help="the folder to write (absent unless --overwrite)")
+    parser.add_argument("--format", default="onnx", help=f"{', '.join(FORMATS)} (default: onnx)")
+    parser.add_argument("--task", default=None, help=f"{', '.join(TASKS)} (default: the checkpoint's own head)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 or newer (default: 18)")
+    add_dtype_option(parser, "the artifact's float dtype (default: float32)")
+    parser.add_argument("--quantize", choices=("int8",), default=None, help="also write the int8 ONNX model")
+    parser.add_argument(
+        "--eval-file", default=None, metavar="FILE", help="with --quantize: labelled TSV/CSV/JSONL to measure accuracy"
+    )
+    parser.add_argument(
+        "--max-accuracy-drop", type=float, default=1.0, help="accuracy points int8 may lose on --eval-file (default 1)"
+    )
+    parser.add_argument(
+        "--atol", type=float, default=None, help="verification bound x max(1, max |x|) (default: 1e-5 in float32)"
+    )
+    parser.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the artifact in a fresh process without distilbert_mf and compare with the model (default: on)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace DST (an empty folder or an earlier export)")
+    parser.add_argument("--threads", type=int, default=None, help="runtime threads while verifying")
+    parser.add_argument("--json", action="store_true", help="print export.json instead of the summary")
+    add_hub_options(parser, "MODEL")
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Print the summary (or export.json); exit 1 when the verification fails (nothing is written then)."""
+    from distilbert_mf.export import ExportVerificationError, export
+
+    if args.dtype == "auto":
+        raise CLIError("--dtype auto does not apply to export: choose float32, bfloat16 or float16")
+    try:
+        result = export(
+            args.model,
+            args.dst,
+            format=args.format,
+            task=args.task,
+            opset=args.opset,
+            dtype=args.dtype or "float32",
+            quantize=args.quantize,
+            verify=args.verify,
+            overwrite=args.overwrite,
+            atol=args.atol,
+            eval_file=args.eval_file,
+            max_accuracy_drop=args.max_accuracy_drop,
+            threads=args.threads,
+            **hub_arguments(args),
+        )
+    except ExportVerificationError as err:
+        sys.stdout.write(f"{err}\n")
+        sys.stderr.write(f"{PROG} export: verification failed; nothing was written to {args.dst}\n")
+        return EXIT_CHECK_FAILED
+    text = json.dumps(result.metadata, indent=2) if args.json else "\n".join(result.lines())
+    sys.stdout.write(text + "\n")
+    return EXIT_OK
+
+
+register(
+    Command(
+        "export",
+        "export a checkpoint for serving (onnx, saved_model, stablehlo, exported_program), verified without "
+        "distilbert_mf",
+        _export_arguments,
+        _export,
+        epilog=EXPORT_EPILOG,
     )
 )
 

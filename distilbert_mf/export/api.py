@@ -128,7 +128,10 @@ def export(
         tokenizer: the tokenizer (object or folder) to copy next to the artifact, for a model instance (a
             checkpoint's own tokenizer files are copied by default).
         threads: intra-op threads of the runtime during verification (default: the runtime's).
-        revision, cache_dir, local_files_only, token: Hub options for a checkpoint name.
+        revision: Hub branch, tag or commit of a checkpoint name.
+        cache_dir: the Hugging Face cache folder for Hub downloads.
+        local_files_only: never download; use the local cache only.
+        token: Hub token for private or gated repos.
 
     Returns the :class:`ExportResult` (also written as ``dst/export.json``).
 
