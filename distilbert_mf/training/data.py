@@ -490,10 +490,6 @@ def _label_ids(
         names = _infer_names(values)
         origin = "the training labels"
         if spec.num_labels is not None:
-            if len(names) > spec.num_labels:
-                raise DataError(
-                    f"{what}: the data has {len(names)} labels {list(names)} but num_labels={spec.num_labels}"
-                )
             ints = [_as_int(n) for n in names]
             if all(i is not None for i in ints):  # integer ids: they index the head directly
                 bad = [i for i in ints if not 0 <= i < spec.num_labels]  # type: ignore[operator]
@@ -504,6 +500,10 @@ def _label_ids(
                         f"(allowed 0..{spec.num_labels - 1})"
                     )
                 names = tuple(str(i) for i in range(spec.num_labels))
+            elif len(names) > spec.num_labels:
+                raise DataError(
+                    f"{what}: the data has {len(names)} labels {list(names)} but num_labels={spec.num_labels}"
+                )
             else:
                 names = names + tuple(f"LABEL_{i}" for i in range(len(names), spec.num_labels))
     elif spec.num_labels is not None and spec.num_labels != len(names):
@@ -868,8 +868,12 @@ def _prepare_masked_lm(
     else:
         stream = [token for ids in _tokenize_in_chunks(tokenizer, texts) for token in ids]
         rows = [stream[start : start + length] for start in range(0, len(stream), length)]
-    if not rows or all(len(r) <= 2 and set(r) <= {cls, sep} for r in rows):
-        raise DataError(f"{records.source}: the corpus has no usable tokens (every line is empty after tokenization)")
+    special = set(tokenizer.all_special_ids)
+    usable = [r for r in rows if not set(r) <= special]
+    if not usable:
+        raise DataError(f"{records.source}: the corpus has no usable tokens (nothing but special tokens)")
+    if len(usable) < len(rows):
+        logger.info("%s: %d rows of special tokens only left out", records.source, len(rows) - len(usable))
     masker = BertMasker.from_tokenizer(
         tokenizer,
         mlm_probability=options.mlm_probability,
@@ -877,7 +881,7 @@ def _prepare_masked_lm(
         mask_replace_prob=options.mask_replace_prob,
         random_replace_prob=options.random_replace_prob,
     )
-    input_ids, lengths = _arrays(rows)
+    input_ids, lengths = _arrays(usable)
     return TaskDataset(
         task="masked-lm",
         input_ids=input_ids,
