@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from distilbert_mf import DistilBertConfig
-from distilbert_mf.checkpoint import HEADS, expected_shapes
+from distilbert_mf.checkpoint import ARCHITECTURES, HEADS, expected_shapes
 from distilbert_mf.training import (
     LinearSchedule,
     TrainingPlan,
@@ -123,16 +123,8 @@ def test_no_weight_decay_equals_trainer(transformers_mod, head):
     import transformers
     from transformers.trainer import Trainer
 
-    classes = {
-        "base": "DistilBertModel",
-        "masked_lm": "DistilBertForMaskedLM",
-        "sequence_classification": "DistilBertForSequenceClassification",
-        "multiple_choice": "DistilBertForMultipleChoice",
-        "token_classification": "DistilBertForTokenClassification",
-        "question_answering": "DistilBertForQuestionAnswering",
-    }
     config = transformers.DistilBertConfig(vocab_size=99, dim=32, n_heads=4, hidden_dim=37, n_layers=2, num_labels=2)
-    model = getattr(transformers, classes[head])(config)
+    model = getattr(transformers, ARCHITECTURES[head])(config)
     decayed = set(Trainer.get_decay_parameter_names(None, model))
     # named_parameters() lists a tied weight once; the Trainer's walk over the modules lists the projector too
     names = {name for name, _ in model.named_parameters()} | decayed
