@@ -145,6 +145,14 @@ def test_resumed_steps_equal_the_uninterrupted_run(corpus):
         next(iter_steps(loader, TrainingPlan(batches_per_epoch=5)))
 
 
+def test_num_items_counts_targets(corpus):
+    loader = BatchLoader(corpus, 8, seed=0)
+    step = next(iter_steps(loader, loader.plan(max_steps=1, gradient_accumulation_steps=2)))
+    assert step.num_items() == sum(int((b["labels"] != -100).sum()) for b in step.batches) > 0
+    with pytest.raises(KeyError, match="start_positions"):
+        step.num_items("start_positions")
+
+
 def test_masked_lm_batches_redrawn_each_step(corpus):
     loader = BatchLoader(corpus, 8, seed=0, shuffle=False)
     a, b = loader.make_batch(0, 0, np.arange(8)), loader.make_batch(0, 1, np.arange(8))

@@ -171,6 +171,34 @@ def test_label_all_tokens_turns_b_into_i(tok):
     ) + ["O", None]
 
 
+class ClassLabel:
+    def __init__(self, names):
+        self.names = names
+
+
+class Sequence:
+    def __init__(self, feature):
+        self.feature = feature
+
+
+class TinyDataset:
+    """What the data layer uses of a datasets.Dataset: column_names, features, iteration over dicts."""
+
+    column_names = ["tokens", "ner_tags"]
+    features = {"tokens": None, "ner_tags": Sequence(ClassLabel(["O", "B-PER", "I-PER"]))}
+
+    def __iter__(self):
+        yield {"tokens": ["Ann", "Lee", "runs"], "ner_tags": [1, 2, 0]}
+        yield {"tokens": ["Bob"], "ner_tags": [1]}
+
+
+def test_datasets_class_names_become_the_labels(tok):
+    ds = prepare_dataset("ner", TinyDataset(), tok)
+    assert ds.label_names == ("O", "B-PER", "I-PER")
+    assert ds.labels[0].tolist() == [-100, 1, 2, 0, -100]
+    assert ds.config_overrides()["label2id"] == {"O": 0, "B-PER": 1, "I-PER": 2}
+
+
 def test_token_classification_bad_input(tok):
     with pytest.raises(DataError, match=r"row 0: column 'ner_tags' must hold one tag per word \(2 words\)"):
         prepare_dataset("ner", [{"tokens": ["a", "b"], "ner_tags": ["O"]}], tok)

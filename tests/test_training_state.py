@@ -150,6 +150,9 @@ def test_output_dir_holding_a_run_is_refused(tmp_path):
     out = tmp_path / "run"
     check_output_dir(out, fingerprint())  # fresh: fine, writes run.json
     assert json.loads((out / "run.json").read_text())["task"] == "text-classification"
+    check_output_dir(out, fingerprint())  # the same run restarted before it saved anything
+    with pytest.raises(FileExistsError, match=r"already holds a run \(run.json\)"):
+        check_output_dir(out, fingerprint(model="other"))
     save_checkpoint(out, state=state_at(5), run_state=run_state(), write_files=write_weights)
     with pytest.raises(FileExistsError, match=r"already holds a run .*checkpoint-5.*--overwrite-output-dir"):
         check_output_dir(out, fingerprint())

@@ -35,7 +35,7 @@ The three training loops (PyTorch, Keras, Flax) share everything here and write 
 
     evaluator = Evaluator(dev)
     for batch in BatchLoader(dev, batch_size=64, shuffle=False):
-        evaluator.add(logits=np.asarray(model(**inputs_of(batch)).logits))
+        evaluator.add(logits=np.asarray(model(**batch).logits))   # eval_loss from the same outputs
     metrics = evaluator.compute()                  # {"accuracy", "f1", "matthews_correlation"}
     state.log_evaluation(metrics | {"loss": eval_loss}); write_eval_results(out, metrics)
     state.save(out); plot_history(state.log_history, out / "training_curves.png")

@@ -45,7 +45,13 @@ _SUFFIXES = {
     ".iob": "conll",
     ".iob2": "conll",
 }
-_TXT_FORMAT_OF_TASK = {"token-classification": "conll", "ner": "conll", "masked-lm": "text", "mlm": "text", "fill-mask": "text"}
+_TXT_FORMAT_OF_TASK = {
+    "token-classification": "conll",
+    "ner": "conll",
+    "masked-lm": "text",
+    "mlm": "text",
+    "fill-mask": "text",
+}
 _CONLL_4_COLUMNS = ("tokens", "pos_tags", "chunk_tags", "ner_tags")
 
 

@@ -451,7 +451,8 @@ def check_output_dir(
     resuming: bool = False,
 ) -> None:
     """Refuse an ``output_dir`` that holds a run, unless ``overwrite_output_dir`` (its run files are then
-    removed) or the run being resumed is the one it holds. Writes ``run.json`` with ``fingerprint``."""
+    removed), or it is this run (same fingerprint) being resumed or restarted before its first save.
+    Writes ``run.json`` with ``fingerprint``."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"output_dir {output_dir} is a file; pass a folder")
@@ -459,10 +460,11 @@ def check_output_dir(
     if held:
         stored_path = output_dir / RUN_FINGERPRINT_NAME
         stored = read_json(stored_path) if stored_path.is_file() else None
+        same_run = stored is not None and not fingerprint_differences(stored, fingerprint)
         if overwrite_output_dir:
             _remove_run_files(output_dir)
-        elif resuming and stored is not None and not fingerprint_differences(stored, fingerprint):
-            pass
+        elif same_run and (resuming or held == [RUN_FINGERPRINT_NAME]):
+            pass  # resuming this run, or restarting one that stopped before it saved anything
         elif resuming and stored is not None:
             detail = "; ".join(
                 f"{k}: folder {a!r}, this run {b!r}"
