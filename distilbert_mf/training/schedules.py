@@ -19,10 +19,14 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from distilbert_mf.checkpoint.layouts import LAYER_NORMS
+
+if TYPE_CHECKING:
+    from distilbert_mf.training.batching import DataPosition
 
 # transformers 5.24's Trainer.get_decay_parameter_names: names matching these (lower-cased) are not decayed,
 # nor the parameters of a LayerNorm module (ours: LAYER_NORMS)
@@ -75,9 +79,9 @@ class TrainingPlan:
         """Epochs the loop starts (the last may stop early at ``max_steps``)."""
         return math.ceil(self.max_steps / self.update_steps_per_epoch)
 
-    def position_of(self, global_step: int):  # -> DataPosition (imported lazily: batching imports this module)
+    def position_of(self, global_step: int) -> DataPosition:
         """The data position after ``global_step`` updates."""
-        from distilbert_mf.training.batching import DataPosition
+        from distilbert_mf.training.batching import DataPosition  # batching imports this module
 
         _int_at_least("global_step", global_step, 0)
         epoch, in_epoch = divmod(int(global_step), self.update_steps_per_epoch)
