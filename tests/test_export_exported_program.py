@@ -55,5 +55,5 @@ def test_bfloat16_and_options(tmp_path: Path, shared_data: Path) -> None:
     result = export(checkpoint, tmp_path / "out", format="exported_program", dtype="bf16")
     assert result.dtype == "bfloat16" and result.verification.passed and result.verification.atol == 3e-2
     assert json.loads((tmp_path / "out" / "export.json").read_text())["dtype"] == "bfloat16"
-    with pytest.raises(ValueError, match="written in float32 or bfloat16, got dtype='float16'"):
+    with pytest.raises(ValueError, match="written in float32 or bfloat16, got dtype 'float16'"):
         export(checkpoint, tmp_path / "out16", format="exported_program", dtype="float16")
