@@ -3,7 +3,7 @@
 Requires the ``flax`` extra (jax, flax, optax): ``pip install 'distilbert-mf[flax]'``.
 """
 
-from distilbert_mf.flax.loading import FlaxDistilBertPreTrainedModel, PositionTable
+from distilbert_mf.flax import loading  # noqa: F401  (the weights adapter the models load through)
 from distilbert_mf.flax.modeling import (
     FlaxDistilBertForMaskedLM,
     FlaxDistilBertForMultipleChoice,
@@ -11,6 +11,8 @@ from distilbert_mf.flax.modeling import (
     FlaxDistilBertForSequenceClassification,
     FlaxDistilBertForTokenClassification,
     FlaxDistilBertModel,
+    FlaxDistilBertPreTrainedModel,
+    PositionTable,
 )
 from distilbert_mf.flax.sharding import TENSOR_PARALLEL_RULES, logical_partition_specs, shard_model
 

@@ -15,16 +15,21 @@ Attribute names equal checkpoint names, so the NNX state path
 ``distilbert.transformer.layer.0.attention.q_lin.weight`` transposed (``loading.py`` holds that table).
 ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype. Every parameter carries logical axis names
 (``"vocab"``, ``"embed"``, ``"heads"``, ``"mlp"``) as metadata only: nothing is sharded unless you ask
-(``sharding.py``). Dropout follows ``model.train()`` / ``model.eval()``.
+(``sharding.py``). Dropout follows ``model.train()`` / ``model.eval()``. CPU inference kernels live in
+:mod:`distilbert_mf.flax.cpu_kernels` (one dispatch line each below); loading and saving in
+:mod:`distilbert_mf.flax.loading` over the neutral :mod:`distilbert_mf.checkpoint.pretrained`; input and label
+rules in :mod:`distilbert_mf.modeling_utils`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +39,10 @@ from flax import nnx
 from distilbert_mf import modeling_utils as mu
 from distilbert_mf import outputs
 from distilbert_mf.checkpoint.names import sinusoidal_table
+from distilbert_mf.checkpoint.pretrained import PreTrainedModel
 from distilbert_mf.config import DistilBertConfig
-from distilbert_mf.flax.loading import FlaxDistilBertPreTrainedModel, PositionTable, declaring_shapes_only
+from distilbert_mf.flax import cpu_kernels
+from distilbert_mf.modeling_utils import IGNORE_INDEX, LAYER_NORM_EPS
 from distilbert_mf.outputs import (
     BaseModelOutput,
     MaskedLMOutput,
@@ -48,8 +55,6 @@ from distilbert_mf.outputs import (
 logger = logging.getLogger(__name__)
 
 Array = jax.Array
-LAYER_NORM_EPS = 1e-12
-IGNORE_INDEX = -100
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact erf form
     "relu": jax.nn.relu,
@@ -74,20 +79,34 @@ def _register_output_pytrees() -> None:
 _register_output_pytrees()
 
 
+class PositionTable(nnx.Variable):
+    """The fixed sinusoidal position table: not an ``nnx.Param``, so ``nnx.Optimizer(..., wrt=nnx.Param)`` and
+    ``nnx.state(model, nnx.Param)`` leave it alone. Saved and loaded like any weight."""
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Layer construction: one dtype policy, transformers' initialisation, logical axis names as metadata only
 # ----------------------------------------------------------------------------------------------------------------------
 
+_SHAPES_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("distilbert_mf_flax_shapes_only", default=False)
 
-def _with_axes(init: Callable[..., Array], *axes: str | None) -> Callable[..., Array]:
-    """Attach logical axis names to a parameter (``eager_sharding=False``: a no-op until you shard the model).
 
-    While a loader declares shapes only (``loading.shapes_only``) the parameter is a placeholder it fills next."""
+@contextlib.contextmanager
+def shapes_only(enabled: bool = True) -> Iterator[None]:
+    """Models built inside get ``jax.ShapeDtypeStruct`` placeholders instead of initialised parameters — Flax's
+    counterpart of PyTorch's meta device, for a loader that fills every parameter right after: nothing random is
+    drawn and no memory is taken (cheaper than ``nnx.eval_shape``, which traces every initialiser). A model with
+    placeholders left cannot run."""
+    token = _SHAPES_ONLY.set(enabled)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
 
-    def init_or_placeholder(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
-        return jax.ShapeDtypeStruct(shape, dtype) if declaring_shapes_only() else init(key, shape, dtype)
 
-    return nnx.with_partitioning(init_or_placeholder, axes, eager_sharding=False)
+def declaring_shapes_only() -> bool:
+    """True inside :func:`shapes_only`."""
+    return _SHAPES_ONLY.get()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +114,22 @@ class LayerFactory:
     """Builds every layer with the same dtypes and transformers' initialisation.
 
     Weights ~ normal(initializer_range), biases 0, LayerNorm scale 1 / bias 0, the padding token's embedding row 0.
+    ``placeholders``: parameters are declared by shape only (see :func:`shapes_only`).
     """
 
     config: DistilBertConfig
     dtype: jnp.dtype  # compute
     param_dtype: jnp.dtype  # storage
     rngs: nnx.Rngs
+    placeholders: bool = False
+
+    def init(self, init: Callable[..., Array], *axes: str | None) -> Callable[..., Any]:
+        """``init`` with logical axis names attached (``eager_sharding=False``: a no-op until you shard)."""
+
+        def init_or_placeholder(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Any:
+            return jax.ShapeDtypeStruct(shape, dtype) if self.placeholders else init(key, shape, dtype)
+
+        return nnx.with_partitioning(init_or_placeholder, axes, eager_sharding=False)
 
     def linear(self, d_in: int, d_out: int, axes: tuple[str | None, str | None]) -> nnx.Linear:
         return nnx.Linear(
@@ -109,8 +138,8 @@ class LayerFactory:
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             rngs=self.rngs,
-            kernel_init=_with_axes(nnx.initializers.normal(self.config.initializer_range), *axes),
-            bias_init=_with_axes(nnx.initializers.zeros_init(), axes[1]),
+            kernel_init=self.init(nnx.initializers.normal(self.config.initializer_range), *axes),
+            bias_init=self.init(nnx.initializers.zeros_init(), axes[1]),
         )
 
     def layer_norm(self) -> nnx.LayerNorm:
@@ -121,8 +150,8 @@ class LayerFactory:
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             rngs=self.rngs,
-            scale_init=_with_axes(nnx.initializers.ones_init(), "embed"),
-            bias_init=_with_axes(nnx.initializers.zeros_init(), "embed"),
+            scale_init=self.init(nnx.initializers.ones_init(), "embed"),
+            bias_init=self.init(nnx.initializers.zeros_init(), "embed"),
         )
 
     def embed(self, rows: int, axes: tuple[str | None, str], zero_row: int | None = None) -> nnx.Embed:
@@ -138,7 +167,7 @@ class LayerFactory:
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             rngs=self.rngs,
-            embedding_init=_with_axes(init, *axes),
+            embedding_init=self.init(init, *axes),
         )
 
     def sinusoidal_embed(self) -> nnx.Embed:
@@ -165,6 +194,20 @@ class LayerFactory:
 def _dtype(value: Any, default: Any) -> jnp.dtype:
     name = mu.dtype_name(value)
     return jnp.dtype(name) if name is not None else jnp.dtype(default)
+
+
+def layer_factory(config: DistilBertConfig, rngs: nnx.Rngs | None, dtype: Any, param_dtype: Any) -> LayerFactory:
+    if not isinstance(config, DistilBertConfig):
+        raise TypeError(f"config must be a DistilBertConfig, got {type(config).__name__}")
+    param_dtype = _dtype(param_dtype, jnp.float32)
+    dtype = _dtype(dtype, param_dtype)
+    if jnp.dtype(jnp.float16) in (dtype, param_dtype) and jax.default_backend() == "cpu":
+        logger.warning(mu.CPU_FLOAT16_WARNING)
+    if rngs is None:
+        rngs = nnx.Rngs(0)
+    elif not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs must be an nnx.Rngs (e.g. nnx.Rngs(0)), got {type(rngs).__name__}")
+    return LayerFactory(config, dtype, param_dtype, rngs, placeholders=declaring_shapes_only())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -205,30 +248,30 @@ class MultiHeadSelfAttention(nnx.Module):
 
     def __init__(self, config: DistilBertConfig, make: LayerFactory):
         self.n_heads = config.n_heads
+        self.head_dim = config.head_dim
+        self.scale = config.head_dim**-0.5
         self.q_lin = make.linear(config.dim, config.dim, ("embed", "heads"))
         self.k_lin = make.linear(config.dim, config.dim, ("embed", "heads"))
         self.v_lin = make.linear(config.dim, config.dim, ("embed", "heads"))
         self.out_lin = make.linear(config.dim, config.dim, ("heads", "embed"))
         self.dropout = make.dropout(config.attention_dropout)
 
+    def split_heads(self, x: Array) -> Array:
+        batch, seq, _ = x.shape
+        return x.reshape(batch, seq, self.n_heads, self.head_dim).transpose(0, 2, 1, 3)  # (batch, heads, seq, hd)
+
+    def merge_heads(self, x: Array) -> Array:
+        batch, _, seq, _ = x.shape
+        return x.transpose(0, 2, 1, 3).reshape(batch, seq, self.n_heads * self.head_dim)  # (batch, seq, dim)
+
     def __call__(self, x: Array, mask_bias: Array | None) -> tuple[Array, Array]:
         """x (batch, seq, dim), mask_bias (batch, 1, 1, seq) -> (output (batch, seq, dim), probs (batch, heads, seq, seq))."""
-        batch, seq, dim = x.shape
-
-        def split_heads(t: Array) -> Array:  # (batch, seq, dim) -> (batch, heads, seq, head_dim)
-            return t.reshape(batch, seq, self.n_heads, dim // self.n_heads).transpose(0, 2, 1, 3)
-
-        q, k, v = split_heads(self.q_lin(x)), split_heads(self.k_lin(x)), split_heads(self.v_lin(x))
-        scale = (dim // self.n_heads) ** -0.5
-        if (self.dropout.deterministic or self.dropout.rate == 0) and per_head_attention():
-            context, probs = jax.lax.map(  # one (batch, head) at a time: its scores stay in the CPU cache
-                lambda qkvb: attend(*qkvb, scale), per_head_operands(q, k, v, mask_bias)
-            )
-            context, probs = context.reshape(q.shape), probs.reshape(batch, self.n_heads, seq, seq)
+        q, k, v = self.split_heads(self.q_lin(x)), self.split_heads(self.k_lin(x)), self.split_heads(self.v_lin(x))
+        if cpu_kernels.per_head_applies(q, self.dropout):  # CPU inference kernel: one (batch, head) at a time
+            context, probs = cpu_kernels.attend_per_head(attend, q, k, v, mask_bias, self.scale)
         else:
-            context, probs = attend(q, k, v, mask_bias, scale, self.dropout)
-        context = context.transpose(0, 2, 1, 3).reshape(batch, seq, dim)  # (batch, seq, dim)
-        return self.out_lin(context), probs
+            context, probs = attend(q, k, v, mask_bias, self.scale, self.dropout)
+        return self.out_lin(self.merge_heads(context)), probs
 
 
 def attend(q: Array, k: Array, v: Array, mask_bias: Array | None, scale: float, dropout: Any = None) -> tuple:
@@ -242,69 +285,24 @@ def attend(q: Array, k: Array, v: Array, mask_bias: Array | None, scale: float, 
     return probs @ v, probs
 
 
-# Inference on the CPU computes attention one (batch, head) pair at a time (``jax.lax.map``): XLA:CPU materialises the
-# whole (batch, heads, seq, seq) score tensor otherwise, and at seq 512 that pass through memory costs 2.5x the time
-# (docs/benchmarks.md). Same numbers either way; set to False to always use one batched product.
-PER_HEAD_ATTENTION_ON_CPU = True
-
-
-def per_head_attention() -> bool:
-    return PER_HEAD_ATTENTION_ON_CPU and jax.default_backend() == "cpu"
-
-
-def per_head_operands(q: Array, k: Array, v: Array, mask_bias: Array | None) -> tuple[Array, ...]:
-    """(batch, heads, seq, head_dim) inputs and a (batch, 1, 1, seq) bias as (batch * heads, ...) stacks."""
-    batch, heads, seq, _ = q.shape
-    if mask_bias is None:
-        mask_bias = jnp.zeros((batch, 1, 1, seq), q.dtype)
-    bias = jnp.broadcast_to(mask_bias, (batch, heads, 1, seq)).reshape(batch * heads, 1, seq)
-    return (*(t.reshape(batch * heads, seq, -1) for t in (q, k, v)), bias)
-
-
 class FFN(nnx.Module):
     """Position-wise feed-forward: lin1 -> activation -> lin2 -> dropout."""
 
     def __init__(self, config: DistilBertConfig, make: LayerFactory):
-        self.activation = config.activation
+        self.activation = ACTIVATIONS[config.activation]
         self.lin1 = make.linear(config.dim, config.hidden_dim, ("embed", "mlp"))
         self.lin2 = make.linear(config.hidden_dim, config.dim, ("mlp", "embed"))
         self.dropout = make.dropout(config.dropout)
 
     def __call__(self, x: Array) -> Array:
         """(batch, seq, dim) -> (batch, seq, dim)."""
-        rows = ffn_rows_at_a_time(x.shape[0] * x.shape[1]) if x.dtype == jnp.float32 else 0
-        if rows and (self.dropout.deterministic or self.dropout.rate == 0):
-            return map_rows(self.feed_forward, x, rows)  # (batch, seq, dim)
+        if rows := cpu_kernels.ffn_rows(x, self.dropout):  # CPU inference kernel: the FFN in blocks of tokens
+            return cpu_kernels.map_rows(self.feed_forward, x, rows)
         return self.dropout(self.feed_forward(x))
 
     def feed_forward(self, x: Array) -> Array:
         """(..., dim) -> (..., dim), without dropout."""
-        return self.lin2(ACTIVATIONS[self.activation](self.lin1(x)))  # (..., dim)
-
-
-# Inference on the CPU runs the feed-forward FFN_ROWS_ON_CPU tokens at a time (``jax.lax.map``), so the
-# (tokens, hidden_dim) activation stays in cache between lin1 and lin2 instead of going through memory: the
-# feed-forward 24 % faster at 32 x 128, the same float32 numbers. bfloat16 compute keeps one product (XLA:CPU rounds
-# its bfloat16 intermediates differently for other block shapes). Set to 0 to always use one product.
-FFN_ROWS_ON_CPU = 512
-
-
-def ffn_rows_at_a_time(tokens: int) -> int:
-    """Tokens per block of the CPU feed-forward, or 0 for one product (other backends, few tokens, switched off)."""
-    if not FFN_ROWS_ON_CPU or tokens <= FFN_ROWS_ON_CPU or jax.default_backend() != "cpu":
-        return 0
-    blocks = -(-tokens // FFN_ROWS_ON_CPU)
-    return -(-tokens // blocks)  # as even as possible: at most blocks - 1 padding rows in all
-
-
-def map_rows(fn: Callable[[Array], Array], x: Array, rows: int) -> Array:
-    """``fn`` over the (batch * seq) tokens of x (batch, seq, dim), ``rows`` tokens at a time (padded, then cut)."""
-    batch, seq, dim = x.shape
-    tokens = batch * seq
-    blocks = -(-tokens // rows)
-    flat = jnp.pad(x.reshape(tokens, dim), ((0, blocks * rows - tokens), (0, 0)))  # (blocks * rows, dim)
-    out = jax.lax.map(fn, flat.reshape(blocks, rows, dim))  # (blocks, rows, dim)
-    return out.reshape(blocks * rows, -1)[:tokens].reshape(batch, seq, -1)  # (batch, seq, dim)
+        return self.lin2(self.activation(self.lin1(x)))  # (..., dim)
 
 
 class TransformerBlock(nnx.Module):
@@ -346,7 +344,7 @@ class Transformer(nnx.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Input checks (only where values are concrete: inside jit they are tracers)
+# Inputs (values are checked only where they are concrete: inside jit they are tracers)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -357,23 +355,84 @@ def _concrete(x: Array) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def _as_int_array(name: str, value: Any, ndim: int, what: str) -> Array:
-    array = jnp.asarray(value)
-    mu.check_shape(name, array.shape, ndim, what)
-    if not jnp.issubdtype(array.dtype, jnp.integer):
-        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    return array
+class FlaxOps:
+    """:class:`distilbert_mf.modeling_utils.TensorOps` for JAX arrays."""
+
+    @staticmethod
+    def shape(x: Array) -> tuple[Any, ...]:
+        return tuple(x.shape)
+
+    @staticmethod
+    def is_integer(x: Array) -> bool:
+        return bool(jnp.issubdtype(x.dtype, jnp.integer))
+
+    @staticmethod
+    def value_range(x: Array) -> tuple[int, int] | None:
+        values = _concrete(x)
+        return None if values is None or values.size == 0 else (int(values.min()), int(values.max()))
+
+    @staticmethod
+    def first_invalid_label(labels: Array, num_classes: int, ignore_index: int) -> int | None:
+        values = _concrete(labels)
+        if values is None:
+            return None
+        bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
+        return int(bad.flat[0]) if bad.size else None
 
 
-def attention_bias(attention_mask: Array, dtype: jnp.dtype) -> Array:
-    """attention_mask (batch, seq), 1 = attend, 0 = padding -> additive bias (batch, 1, 1, seq) in ``dtype``."""
+OPS = FlaxOps()
+
+
+def padding_bias(attention_mask: Array | None, dtype: jnp.dtype) -> Array | None:
+    """(batch, seq) mask, nonzero = attend -> additive (batch, 1, 1, seq): 0 or the most negative finite value of
+    ``dtype``; ``None`` without a mask."""
+    if attention_mask is None:
+        return None
     keep = attention_mask[:, None, None, :] != 0  # (batch, 1, 1, seq)
     return jnp.where(keep, jnp.zeros((), dtype), jnp.finfo(dtype).min).astype(dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The base model
+# The base class and the base model
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+class FlaxDistilBertPreTrainedModel(nnx.Module, PreTrainedModel):
+    """What the six Flax models share: config, input preparation, and (from
+    :class:`~distilbert_mf.checkpoint.pretrained.PreTrainedModel`) loading and saving."""
+
+    framework: ClassVar[str] = "flax"
+    weights_io: ClassVar[str] = "distilbert_mf.flax.loading"
+    load_options: ClassVar[dict[str, Any]] = {"param_dtype": None, "rngs": None}
+    config: DistilBertConfig
+
+    def prepare_inputs(
+        self,
+        input_ids: Any,
+        attention_mask: Any,
+        position_ids: Any,
+        inputs_embeds: Any,
+        token_type_ids: Any = None,
+        head_mask: Any = None,
+        *,
+        num_choices: bool = False,
+    ) -> tuple[Array | None, Array | None, Array | None, Array | None]:
+        """The call's inputs as JAX arrays, checked by :func:`modeling_utils.check_model_inputs`."""
+        input_ids, attention_mask, position_ids, inputs_embeds = (
+            None if x is None else jnp.asarray(x) for x in (input_ids, attention_mask, position_ids, inputs_embeds)
+        )
+        mu.check_model_inputs(
+            self.config,
+            OPS,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            token_type_ids=token_type_ids,
+            head_mask=head_mask,
+            num_choices=num_choices,
+        )
+        return input_ids, attention_mask, position_ids, inputs_embeds
 
 
 class FlaxDistilBertModel(FlaxDistilBertPreTrainedModel):
@@ -391,7 +450,7 @@ class FlaxDistilBertModel(FlaxDistilBertPreTrainedModel):
     ):
         """``rngs`` seeds the initialisation and dropout (default ``nnx.Rngs(0)``); ``dtype`` is the compute dtype
         (default: ``param_dtype``), ``param_dtype`` the parameter dtype."""
-        make = _layer_factory(config, rngs, dtype, param_dtype)
+        make = layer_factory(config, rngs, dtype, param_dtype)
         self.config = config
         self.dtype = make.dtype
         self.embeddings = Embeddings(config, make)
@@ -404,75 +463,26 @@ class FlaxDistilBertModel(FlaxDistilBertPreTrainedModel):
         *,
         position_ids: Any = None,
         inputs_embeds: Any = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         token_type_ids: Any = None,
         head_mask: Any = None,
     ) -> BaseModelOutput:
         """input_ids (batch, seq) or inputs_embeds (batch, seq, dim); attention_mask (batch, seq) 1 = token, 0 = pad;
         position_ids (batch, seq) (default 0..seq-1). Returns last_hidden_state (batch, seq, dim)."""
-        mu.reject_unsupported_inputs(token_type_ids, head_mask)
-        mu.check_input_choice(input_ids, inputs_embeds)
-        config = self.config
-        if input_ids is not None:
-            input_ids = _as_int_array("input_ids", input_ids, 2, "(batch, seq)")
-            values = _concrete(input_ids)
-            if values is not None and values.size:
-                mu.check_token_range(int(values.min()), int(values.max()), config.vocab_size)
-            batch, seq = input_ids.shape
-        else:
-            inputs_embeds = jnp.asarray(inputs_embeds)
-            mu.check_shape("inputs_embeds", inputs_embeds.shape, 3, "(batch, seq, dim)")
-            batch, seq, dim = inputs_embeds.shape
-            if dim != config.dim:
-                raise ValueError(
-                    f"inputs_embeds must have last dimension dim={config.dim}, got shape {(batch, seq, dim)}"
-                )
+        input_ids, attention_mask, position_ids, inputs_embeds = self.prepare_inputs(
+            input_ids, attention_mask, position_ids, inputs_embeds, token_type_ids, head_mask
+        )
+        output_attentions = mu.resolve_flag(output_attentions, self.config.output_attentions)
+        output_hidden_states = mu.resolve_flag(output_hidden_states, self.config.output_hidden_states)
+        seq = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if position_ids is None:
-            mu.check_sequence_length(seq, config)
             position_ids = jnp.arange(seq, dtype=jnp.int32)[None, :]  # (1, seq)
-        else:
-            position_ids = jnp.asarray(position_ids)
-            if position_ids.ndim not in (1, 2) or position_ids.shape[-1] != seq:
-                raise ValueError(
-                    f"position_ids must have shape (seq,) or (batch, seq) with seq={seq}, got {tuple(position_ids.shape)}"
-                )
-            position_ids = _as_int_array("position_ids", jnp.atleast_2d(position_ids), 2, "(batch, seq)")
-            values = _concrete(position_ids)
-            if (
-                values is not None
-                and values.size
-                and (values.min() < 0 or values.max() >= config.max_position_embeddings)
-            ):
-                raise ValueError(
-                    f"position_ids must lie in [0, max_position_embeddings={config.max_position_embeddings}), got "
-                    f"values from {int(values.min())} to {int(values.max())}"
-                )
-        mask_bias = None
-        if attention_mask is not None:
-            attention_mask = jnp.asarray(attention_mask)
-            if attention_mask.shape != (batch, seq):
-                raise ValueError(
-                    f"attention_mask must have shape (batch, seq) = {(batch, seq)}, got {tuple(attention_mask.shape)}"
-                )
-            mask_bias = attention_bias(attention_mask, self.dtype)  # (batch, 1, 1, seq)
-
-        x = self.embeddings(input_ids, position_ids, inputs_embeds)  # (batch, seq, dim)
-        return self.transformer(x, mask_bias, output_attentions, output_hidden_states)
-
-
-def _layer_factory(config: DistilBertConfig, rngs: nnx.Rngs | None, dtype: Any, param_dtype: Any) -> LayerFactory:
-    if not isinstance(config, DistilBertConfig):
-        raise TypeError(f"config must be a DistilBertConfig, got {type(config).__name__}")
-    param_dtype = _dtype(param_dtype, jnp.float32)
-    dtype = _dtype(dtype, param_dtype)
-    if jnp.dtype(jnp.float16) in (dtype, param_dtype) and jax.default_backend() == "cpu":
-        logger.warning(mu.CPU_FLOAT16_WARNING)
-    if rngs is None:
-        rngs = nnx.Rngs(0)
-    elif not isinstance(rngs, nnx.Rngs):
-        raise TypeError(f"rngs must be an nnx.Rngs (e.g. nnx.Rngs(0)), got {type(rngs).__name__}")
-    return LayerFactory(config, dtype, param_dtype, rngs)
+        x = self.embeddings(input_ids, jnp.atleast_2d(position_ids), inputs_embeds)  # (batch, seq, dim)
+        mask_bias = padding_bias(attention_mask, self.dtype)  # (batch, 1, 1, seq) or None
+        out = self.transformer(x, mask_bias, output_attentions, output_hidden_states)
+        return self._output(out, return_dict)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -480,32 +490,23 @@ def _layer_factory(config: DistilBertConfig, rngs: nnx.Rngs | None, dtype: Any, 
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def cross_entropy(logits: Array, labels: Any, ignore_index: int = IGNORE_INDEX) -> Array:
-    """torch.nn.CrossEntropyLoss: mean over labels != ignore_index. logits (..., classes), labels (...) -> ().
+def cross_entropy(logits: Array, labels: Array, ignore_index: int = IGNORE_INDEX) -> Array:
+    """torch.nn.CrossEntropyLoss: mean over labels != ignore_index. logits (n, classes), labels (n,) -> ().
 
     A batch whose labels are all ignored gives 0.0 (and zero gradients), not PyTorch's NaN."""
-    num_classes = logits.shape[-1]
-    logits = logits.reshape(-1, num_classes).astype(jnp.float32)  # (n, classes)
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise TypeError(f"labels must be integer class ids for this loss, got dtype {labels.dtype}")
-    if labels.size != logits.shape[0]:
-        raise ValueError(
-            f"labels must have shape {logits.shape[:-1]} (one class id per prediction), got {labels.shape}"
-        )
-    labels = labels.reshape(-1)  # (n,)
-    values = _concrete(labels)
-    if values is not None:
-        bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
-        if bad.size:
-            raise ValueError(
-                f"labels contains class id {int(bad[0])}, outside [0, {num_classes}) (use {ignore_index} to ignore "
-                "a position)"
-            )
+    logits = logits.astype(jnp.float32)  # (n, classes)
     valid = labels != ignore_index  # (n,)
     log_probs = jax.nn.log_softmax(logits, axis=-1)  # (n, classes)
     nll = -jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]  # (n,)
     return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def class_loss(logits: Array, labels: Any, num_classes: int) -> Array:
+    """Cross-entropy of class-id ``labels`` (checked: one per prediction, in range or -100) against ``logits``
+    (..., num_classes)."""
+    labels = jnp.asarray(labels)
+    mu.check_class_labels(OPS, labels, num_classes, tuple(logits.shape[:-1]))
+    return cross_entropy(logits.reshape(-1, num_classes), labels.reshape(-1))
 
 
 def mse(predictions: Array, targets: Array) -> Array:
@@ -525,27 +526,24 @@ def sequence_classification_loss(config: DistilBertConfig, logits: Array, labels
     logits (batch, num_labels); labels (batch,) class ids, or as many floats as logits (regression, multi-label).
     """
     labels = jnp.asarray(labels)
-    problem_type = mu.problem_type_for(config, bool(jnp.issubdtype(labels.dtype, jnp.integer)))
+    problem_type = mu.problem_type_for(config, OPS.is_integer(labels))
     if problem_type == "single_label_classification":
-        return cross_entropy(logits, labels)
-    if labels.size != logits.size:
-        raise ValueError(f"{problem_type} labels must have the logits' shape {logits.shape}, got {labels.shape}")
+        return class_loss(logits, labels, config.num_labels)
+    problem = "regression" if problem_type == "regression" else "multi-label classification"
+    mu.check_same_size(OPS, labels, tuple(logits.shape), problem)
     if problem_type == "regression":
         return mse(logits, labels)
     return binary_cross_entropy_with_logits(logits, labels.reshape(logits.shape))
 
 
 def question_answering_loss(start_logits: Array, end_logits: Array, start_positions: Any, end_positions: Any) -> Array:
-    """Mean of start and end cross entropies; positions clamped to [0, seq] and ignored when == seq."""
+    """Mean of the start and end cross-entropies; positions clamped to [0, seq], and == seq ignored."""
     seq = start_logits.shape[1]
 
     def position_loss(logits: Array, positions: Any, name: str) -> Array:
         positions = jnp.asarray(positions)
-        if not jnp.issubdtype(positions.dtype, jnp.integer):
-            raise TypeError(f"{name} must be integer token positions, got dtype {positions.dtype}")
-        if positions.ndim > 1:
-            positions = positions.squeeze(-1)
-        return cross_entropy(logits, jnp.clip(positions, 0, seq), ignore_index=seq)
+        mu.check_positions(OPS, positions, name)
+        return cross_entropy(logits, jnp.clip(positions.reshape(-1), 0, seq), ignore_index=seq)
 
     start_loss = position_loss(start_logits, start_positions, "start_positions")
     return (start_loss + position_loss(end_logits, end_positions, "end_positions")) / 2
@@ -568,7 +566,7 @@ class _HeadModel(FlaxDistilBertPreTrainedModel):
         param_dtype: Any = jnp.float32,
     ):
         """Arguments as :class:`FlaxDistilBertModel`."""
-        make = _layer_factory(config, rngs, dtype, param_dtype)
+        make = layer_factory(config, rngs, dtype, param_dtype)
         self.config = config
         self.distilbert = FlaxDistilBertModel(config, rngs=make.rngs, dtype=make.dtype, param_dtype=make.param_dtype)
         self.build_head(config, make)
@@ -584,11 +582,11 @@ class VocabProjector(nnx.Module):
         self.dtype = make.dtype
         self.kernel: nnx.Param | None = None  # tied: the word embeddings serve as the kernel
         if not config.tie_word_embeddings:
-            kernel_init = _with_axes(nnx.initializers.normal(config.initializer_range), "embed", "vocab")
+            kernel_init = make.init(nnx.initializers.normal(config.initializer_range), "embed", "vocab")
             self.kernel = nnx.data(
                 nnx.Param(kernel_init(make.rngs.params(), (config.dim, config.vocab_size), make.param_dtype))
             )
-        bias_init = _with_axes(nnx.initializers.zeros_init(), "vocab")
+        bias_init = make.init(nnx.initializers.zeros_init(), "vocab")
         self.bias = nnx.Param(bias_init(make.rngs.params(), (config.vocab_size,), make.param_dtype))
 
     def __call__(self, x: Array, word_embeddings: nnx.Embed) -> Array:
@@ -608,14 +606,15 @@ class FlaxDistilBertForMaskedLM(_HeadModel):
         self.vocab_projector = VocabProjector(config, make)
 
     def __call__(
-        self, input_ids: Any = None, attention_mask: Any = None, *, labels: Any = None, **kwargs: Any
+        self, input_ids: Any = None, attention_mask: Any = None, *, labels: Any = None, return_dict: Any = None, **kw
     ) -> MaskedLMOutput:
         """labels (batch, seq): token ids, -100 where no loss. Returns logits (batch, seq, vocab)."""
-        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        out = self.distilbert(input_ids, attention_mask, **kw)
         h = ACTIVATIONS[self.config.activation](self.vocab_transform(out.last_hidden_state))  # (batch, seq, dim)
         logits = self.vocab_projector(self.vocab_layer_norm(h), self.distilbert.embeddings.word_embeddings)
-        loss = None if labels is None else cross_entropy(logits, labels)
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        loss = None if labels is None else class_loss(logits, labels, self.config.vocab_size)
+        out = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        return self._output(out, return_dict)
 
 
 class _FirstTokenClassifier(_HeadModel):
@@ -641,16 +640,32 @@ class FlaxDistilBertForSequenceClassification(_FirstTokenClassifier):
     head = "sequence_classification"
 
     def __call__(
-        self, input_ids: Any = None, attention_mask: Any = None, *, labels: Any = None, **kwargs: Any
+        self, input_ids: Any = None, attention_mask: Any = None, *, labels: Any = None, return_dict: Any = None, **kw
     ) -> SequenceClassifierOutput:
         """labels (batch,) integers, or (batch, num_labels) floats (multi-label), or floats (regression).
         Other keyword arguments are the base model's. Returns logits (batch, num_labels)."""
-        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        out = self.distilbert(input_ids, attention_mask, **kw)
         logits = self.classify(out.last_hidden_state)  # (batch, num_labels)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
-        return SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
-        )
+        out = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        return self._output(out, return_dict)
+
+
+def flatten_choices(
+    model: FlaxDistilBertPreTrainedModel, input_ids: Any, attention_mask: Any, position_ids: Any, inputs_embeds: Any
+) -> tuple[int, dict[str, Any]]:
+    """(batch, num_choices, seq[, dim]) inputs -> ``num_choices`` and the encoder's inputs (batch * choices, ...)."""
+    input_ids, attention_mask, position_ids, inputs_embeds = model.prepare_inputs(
+        input_ids, attention_mask, position_ids, inputs_embeds, num_choices=True
+    )
+    batch, num_choices, seq = (input_ids if input_ids is not None else inputs_embeds).shape[:3]
+
+    def flat(x: Array | None) -> Array | None:
+        return None if x is None else x.reshape(batch * num_choices, seq, *x.shape[3:])
+
+    positions = flat(position_ids) if position_ids is not None and position_ids.ndim == 3 else position_ids
+    inputs = {"input_ids": flat(input_ids), "attention_mask": flat(attention_mask), "inputs_embeds": flat(inputs_embeds)}
+    return num_choices, {**inputs, "position_ids": positions}
 
 
 class FlaxDistilBertForMultipleChoice(_FirstTokenClassifier):
@@ -666,47 +681,19 @@ class FlaxDistilBertForMultipleChoice(_FirstTokenClassifier):
         labels: Any = None,
         position_ids: Any = None,
         inputs_embeds: Any = None,
-        **kwargs: Any,
+        return_dict: Any = None,
+        **kw: Any,
     ) -> MultipleChoiceModelOutput:
         """input_ids (batch, choices, seq) or inputs_embeds (batch, choices, seq, dim); labels (batch,) -> logits
         (batch, choices). hidden_states and attentions cover the flattened (batch * choices) rows."""
-        mu.check_input_choice(input_ids, inputs_embeds)
-        if input_ids is not None:
-            input_ids = _as_int_array("input_ids", input_ids, 3, "(batch, choices, seq)")
-            batch, choices, seq = input_ids.shape
-            input_ids = input_ids.reshape(batch * choices, seq)
-        else:
-            inputs_embeds = jnp.asarray(inputs_embeds)
-            mu.check_shape("inputs_embeds", inputs_embeds.shape, 4, "(batch, choices, seq, dim)")
-            batch, choices, seq, dim = inputs_embeds.shape
-            inputs_embeds = inputs_embeds.reshape(batch * choices, seq, dim)
-        flatten = functools.partial(_flatten_choices, shape=(batch, choices, seq))
-        out = self.distilbert(
-            input_ids,
-            flatten("attention_mask", attention_mask),
-            position_ids=flatten("position_ids", position_ids),
-            inputs_embeds=inputs_embeds,
-            **kwargs,
-        )
-        logits = self.classify(out.last_hidden_state).reshape(batch, choices)  # (batch, choices)
-        loss = None if labels is None else cross_entropy(logits, labels)
-        return MultipleChoiceModelOutput(
+        num_choices, flat = flatten_choices(self, input_ids, attention_mask, position_ids, inputs_embeds)
+        out = self.distilbert(**flat, **kw)
+        logits = self.classify(out.last_hidden_state).reshape(-1, num_choices)  # (batch, choices)
+        loss = None if labels is None else class_loss(logits, labels, num_choices)
+        out = MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-
-
-def _flatten_choices(name: str, value: Any, shape: tuple[int, int, int]) -> Array | None:
-    """(batch, choices, seq) -> (batch * choices, seq); (seq,) or (1, seq) position ids pass through."""
-    if value is None:
-        return None
-    value = jnp.asarray(value)
-    if value.ndim == 3:
-        if value.shape != shape:
-            raise ValueError(f"{name} must have shape (batch, choices, seq) = {shape}, got {tuple(value.shape)}")
-        return value.reshape(shape[0] * shape[1], shape[2])
-    if name == "position_ids" and value.ndim in (1, 2):
-        return value  # one row of positions for every (example, choice); the encoder checks its length
-    raise ValueError(f"{name} must have shape (batch, choices, seq) = {shape}, got {tuple(value.shape)}")
+        return self._output(out, return_dict)
 
 
 class FlaxDistilBertForTokenClassification(_HeadModel):
@@ -719,15 +706,14 @@ class FlaxDistilBertForTokenClassification(_HeadModel):
         self.classifier = make.linear(config.dim, config.num_labels, ("embed", None))
 
     def __call__(
-        self, input_ids: Any = None, attention_mask: Any = None, *, labels: Any = None, **kwargs: Any
+        self, input_ids: Any = None, attention_mask: Any = None, *, labels: Any = None, return_dict: Any = None, **kw
     ) -> TokenClassifierOutput:
         """labels (batch, seq), -100 where no loss. Returns logits (batch, seq, num_labels)."""
-        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        out = self.distilbert(input_ids, attention_mask, **kw)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (batch, seq, num_labels)
-        loss = None if labels is None else cross_entropy(logits, labels)
-        return TokenClassifierOutput(
-            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
-        )
+        loss = None if labels is None else class_loss(logits, labels, self.config.num_labels)
+        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        return self._output(out, return_dict)
 
 
 class FlaxDistilBertForQuestionAnswering(_HeadModel):
@@ -747,22 +733,23 @@ class FlaxDistilBertForQuestionAnswering(_HeadModel):
         *,
         start_positions: Any = None,
         end_positions: Any = None,
-        **kwargs: Any,
+        return_dict: Any = None,
+        **kw: Any,
     ) -> QuestionAnsweringModelOutput:
         """start_positions / end_positions (batch,): clamped to [0, seq], ignored when == seq.
         Returns start_logits and end_logits (batch, seq)."""
-        if (start_positions is None) != (end_positions is None):
-            raise ValueError("pass both start_positions and end_positions for the loss, or neither")
-        out = self.distilbert(input_ids, attention_mask, **kwargs)
+        mu.check_both_positions(start_positions, end_positions)
+        out = self.distilbert(input_ids, attention_mask, **kw)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))  # (batch, seq, 2)
         start_logits, end_logits = logits[..., 0], logits[..., 1]  # (batch, seq) each
         loss = None
         if start_positions is not None:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
-        return QuestionAnsweringModelOutput(
+        out = QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits,
             end_logits=end_logits,
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
+        return self._output(out, return_dict)

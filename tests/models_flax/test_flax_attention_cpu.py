@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from distilbert_mf import DistilBertConfig
-from distilbert_mf.flax import FlaxDistilBertForSequenceClassification, modeling
+from distilbert_mf.flax import FlaxDistilBertForSequenceClassification, cpu_kernels
 
 pytestmark = [
     pytest.mark.flax,
@@ -36,8 +36,8 @@ def test_per_head_path_gives_the_same_numbers(dtype, monkeypatch) -> None:
     ids, mask = inputs()
     results = {}
     for per_head in (True, False):
-        monkeypatch.setattr(modeling, "PER_HEAD_ATTENTION_ON_CPU", per_head)
-        assert modeling.per_head_attention() is per_head
+        monkeypatch.setattr(cpu_kernels, "PER_HEAD_ATTENTION_ON_CPU", per_head)
+        assert cpu_kernels.per_head_attention() is per_head
         eager = model(ids, mask, output_attentions=True)
         jitted = nnx.jit(lambda m, i, a: m(i, a).logits, graph=False)(model, jnp.asarray(ids), jnp.asarray(mask))
         results[per_head] = (eager.logits, *eager.attentions, jitted)
@@ -50,11 +50,11 @@ def test_per_head_path_gives_the_same_numbers(dtype, monkeypatch) -> None:
 def test_per_head_operands_flatten_batch_and_heads() -> None:
     q = jnp.arange(2 * 3 * 5 * 4, dtype=jnp.float32).reshape(2, 3, 5, 4)
     bias = jnp.arange(2 * 5, dtype=jnp.float32).reshape(2, 1, 1, 5)
-    fq, fk, fv, fbias = modeling.per_head_operands(q, q, q, bias)
+    fq, fk, fv, fbias = cpu_kernels.per_head_operands(q, q, q, bias)
     assert fq.shape == fk.shape == fv.shape == (6, 5, 4) and fbias.shape == (6, 1, 5)
     np.testing.assert_array_equal(fq[4], q[1, 1])
     np.testing.assert_array_equal(fbias[4, 0], bias[1, 0, 0])
-    _, _, _, zeros = modeling.per_head_operands(q, q, q, None)
+    _, _, _, zeros = cpu_kernels.per_head_operands(q, q, q, None)
     assert zeros.shape == (6, 1, 5) and not np.any(zeros)
 
 
@@ -74,7 +74,7 @@ def test_row_blocked_feed_forward_gives_the_same_numbers(monkeypatch) -> None:
     ids, mask = inputs()  # 3 x 11 = 33 tokens
     results = {}
     for rows in (8, 0):  # 8: five blocks of 7 tokens, 2 of them padding; 0: one product
-        monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", rows)
+        monkeypatch.setattr(cpu_kernels, "FFN_ROWS_ON_CPU", rows)
         eager = model(ids, mask, output_hidden_states=True)
         jitted = nnx.jit(lambda m, i, a: m(i, a).logits, graph=False)(model, jnp.asarray(ids), jnp.asarray(mask))
         results[rows] = (eager.logits, *eager.hidden_states, jitted)
@@ -84,8 +84,8 @@ def test_row_blocked_feed_forward_gives_the_same_numbers(monkeypatch) -> None:
 
 def test_bfloat16_compute_keeps_one_feed_forward_product(monkeypatch) -> None:
     calls = []
-    monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", 8)
-    monkeypatch.setattr(modeling, "map_rows", lambda *a: calls.append(a))
+    monkeypatch.setattr(cpu_kernels, "FFN_ROWS_ON_CPU", 8)
+    monkeypatch.setattr(cpu_kernels, "map_rows", lambda *a: calls.append(a))
     model = FlaxDistilBertForSequenceClassification(CONFIG, rngs=nnx.Rngs(0), dtype="bfloat16")
     model.eval()
     model(*inputs())
@@ -93,18 +93,18 @@ def test_bfloat16_compute_keeps_one_feed_forward_product(monkeypatch) -> None:
 
 
 def test_feed_forward_block_sizes(monkeypatch) -> None:
-    assert modeling.FFN_ROWS_ON_CPU == 512
-    assert modeling.ffn_rows_at_a_time(128) == 0  # batch 1 x 128: one product
-    assert modeling.ffn_rows_at_a_time(4096) == 512
-    assert modeling.ffn_rows_at_a_time(655) == 328  # two even blocks, one padding row
-    monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", 0)
-    assert modeling.ffn_rows_at_a_time(4096) == 0
+    assert cpu_kernels.FFN_ROWS_ON_CPU == 512
+    assert cpu_kernels.ffn_rows_at_a_time(128) == 0  # batch 1 x 128: one product
+    assert cpu_kernels.ffn_rows_at_a_time(4096) == 512
+    assert cpu_kernels.ffn_rows_at_a_time(655) == 328  # two even blocks, one padding row
+    monkeypatch.setattr(cpu_kernels, "FFN_ROWS_ON_CPU", 0)
+    assert cpu_kernels.ffn_rows_at_a_time(4096) == 0
     x = jnp.arange(2 * 5 * 3, dtype=jnp.float32).reshape(2, 5, 3)
-    np.testing.assert_array_equal(modeling.map_rows(lambda t: t * 2, x, 4), x * 2)  # 10 tokens in 3 blocks of 4
+    np.testing.assert_array_equal(cpu_kernels.map_rows(lambda t: t * 2, x, 4), x * 2)  # 10 tokens in 3 blocks of 4
 
 
 def test_training_keeps_feed_forward_dropout(monkeypatch) -> None:
-    monkeypatch.setattr(modeling, "FFN_ROWS_ON_CPU", 8)
+    monkeypatch.setattr(cpu_kernels, "FFN_ROWS_ON_CPU", 8)
     model = FlaxDistilBertForSequenceClassification(CONFIG.replace(dropout=0.5, attention_dropout=0.0))
     model.train()
     ids, _ = inputs()
