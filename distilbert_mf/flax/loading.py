@@ -34,7 +34,6 @@ from distilbert_mf.checkpoint import transfer
 from distilbert_mf.checkpoint.layouts import FLAX_LEAVES_BACK as LEAF_NAMES
 from distilbert_mf.checkpoint.names import TIED_KEY, expected_shapes
 from distilbert_mf.config import DistilBertConfig
-from distilbert_mf.modeling_utils import dtype_name
 from distilbert_mf.flax.modeling import (
     FlaxDistilBertPreTrainedModel,
     PositionTable,
@@ -43,6 +42,7 @@ from distilbert_mf.flax.modeling import (
     layer_factory,
     shapes_only,
 )
+from distilbert_mf.modeling_utils import dtype_name
 
 __all__ = ["canonical_key", "declaring_shapes_only", "shapes_only", "weight_variables"]
 
@@ -155,5 +155,8 @@ def replace_vocabulary(
     embeddings.vocab_size = config.vocab_size
     model.config = config
     model.base_model.config = config
-    assign(model, {k: v for k, v in arrays.items() if "word_embeddings" in k or k.startswith("vocab_projector.")},
-           owned=False)
+    assign(
+        model,
+        {k: v for k, v in arrays.items() if "word_embeddings" in k or k.startswith("vocab_projector.")},
+        owned=False,
+    )

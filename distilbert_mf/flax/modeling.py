@@ -647,7 +647,9 @@ class FlaxDistilBertForSequenceClassification(_FirstTokenClassifier):
         out = self.distilbert(input_ids, attention_mask, **kw)
         logits = self.classify(out.last_hidden_state)  # (batch, num_labels)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
-        out = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        out = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return self._output(out, return_dict)
 
 
@@ -664,7 +666,11 @@ def flatten_choices(
         return None if x is None else x.reshape(batch * num_choices, seq, *x.shape[3:])
 
     positions = flat(position_ids) if position_ids is not None and position_ids.ndim == 3 else position_ids
-    inputs = {"input_ids": flat(input_ids), "attention_mask": flat(attention_mask), "inputs_embeds": flat(inputs_embeds)}
+    inputs = {
+        "input_ids": flat(input_ids),
+        "attention_mask": flat(attention_mask),
+        "inputs_embeds": flat(inputs_embeds),
+    }
     return num_choices, {**inputs, "position_ids": positions}
 
 
@@ -712,7 +718,9 @@ class FlaxDistilBertForTokenClassification(_HeadModel):
         out = self.distilbert(input_ids, attention_mask, **kw)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (batch, seq, num_labels)
         loss = None if labels is None else class_loss(logits, labels, self.config.num_labels)
-        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        out = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return self._output(out, return_dict)
 
 
