@@ -1,0 +1,294 @@
+"""The Flax fine-tuning step (distilbert_mf.flax.training) against PyTorch's AdamW, and its training state.
+
+Same weights, same batches, dropout 0: the per-step losses of our nnx.jit step under the optax chain follow
+``torch.optim.AdamW`` + ``clip_grad_norm_`` on our PyTorch model within 1e-5 relative over 50 steps (weight decay,
+warm-up and clipping active), with and without gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax_helpers import tiny
+from safetensors.numpy import load_file
+
+from distilbert_mf.checkpoint.names import expected_shapes
+from distilbert_mf.flax import (
+    FlaxDistilBertForSequenceClassification,
+    FlaxDistilBertForTokenClassification,
+)
+from distilbert_mf.flax import training as flax_training
+from distilbert_mf.flax.loading import canonical_key
+from distilbert_mf.training.schedules import LinearSchedule, no_weight_decay
+
+pytestmark = pytest.mark.flax
+
+NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "seq_classif_dropout": 0.0, "qa_dropout": 0.0}
+STEPS = 50
+# attention.k_lin.bias has a zero gradient in exact arithmetic (adding a constant to every key's score leaves the
+# softmax unchanged), so Adam's m / sqrt(v) turns its float rounding noise into full learning-rate steps of random
+# sign: it random-walks in every framework (and has no effect on any output). Every other weight is held to this:
+WEIGHT_ATOL = 1e-5
+NOISE_ONLY = ".attention.k_lin.bias"
+
+
+def stand_in_run(*, learning_rate=1e-3, weight_decay=0.01, max_grad_norm=2.0, warmup_steps=5, total_steps=STEPS):
+    """What create_optimizer reads from a TrainingRun: args (TrainingArguments' names), schedule, decays."""
+    args = types.SimpleNamespace(
+        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=weight_decay, max_grad_norm=max_grad_norm
+    )
+    schedule = LinearSchedule(learning_rate, warmup_steps=warmup_steps, total_steps=total_steps)
+    return types.SimpleNamespace(args=args, schedule=schedule, decays=lambda name: not no_weight_decay(name))
+
+
+def realistic_weights(config, head, seed=0):
+    """Canonical float32 weights at trained-model scales (so the loss moves and gradients need clipping)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in expected_shapes(config, head).items():
+        if "embeddings" in key:
+            value = rng.normal(0.0, 0.5, shape)
+        elif key.endswith("weight") and len(shape) == 2:
+            value = rng.normal(0.0, shape[1] ** -0.5, shape)
+        elif key.endswith("weight"):
+            value = 1.0 + rng.normal(0.0, 0.1, shape)
+        else:
+            value = rng.normal(0.0, 0.1, shape)
+        state[key] = value.astype(np.float32)
+    return state
+
+
+def random_batch(rng, config, *, rows=4, widths=(8, 16), token_labels=False):
+    """Right-padded int64 numpy batch (the data layer's layout); the first row is the longest."""
+    width = int(rng.choice(widths))
+    lengths = rng.integers(2, width + 1, rows)
+    lengths[0] = width
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, rng.integers(1, config.vocab_size, (rows, width)), config.pad_token_id)
+    if token_labels:
+        labels = np.where(mask == 1, rng.integers(0, config.num_labels, (rows, width)), -100)
+    else:
+        labels = rng.integers(0, config.num_labels, rows)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def torch_trajectory(config, weights, steps, run):
+    """The reference: our PyTorch model under torch.optim.AdamW (decay / no-decay groups) + clip_grad_norm_,
+    ``(loss / n).backward()`` per micro-batch."""
+    torch = pytest.importorskip("torch")
+    from distilbert_mf.torch import DistilBertForSequenceClassification
+
+    model = DistilBertForSequenceClassification(config)
+    model.load_canonical_state_dict(weights)
+    model.train()
+    named = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named if run.decays(n)], "weight_decay": run.args.weight_decay},
+        {"params": [p for n, p in named if not run.decays(n)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=run.schedule(0), betas=(0.9, 0.999), eps=1e-8)
+    losses, norms = [], []
+    for s, batches in enumerate(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = run.schedule(s)
+        optimizer.zero_grad()
+        total = 0.0
+        for batch in batches:
+            loss = model(**{k: torch.as_tensor(v) for k, v in batch.items()}).loss
+            (loss / len(batches)).backward()
+            total += loss.item()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), run.args.max_grad_norm)))
+        optimizer.step()
+        losses.append(total / len(batches))
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return np.asarray(losses), np.asarray(norms), state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_steps_follow_torch_adamw(accumulation):
+    config = tiny(**NO_DROPOUT)
+    head = "sequence_classification"
+    weights = realistic_weights(config, head)
+    run = stand_in_run()
+    rng = np.random.default_rng(accumulation)
+    steps = [[random_batch(rng, config) for _ in range(accumulation)] for _ in range(STEPS)]
+
+    model = FlaxDistilBertForSequenceClassification(config, rngs=nnx.Rngs(0))
+    model.load_canonical_state_dict(weights)
+    optimizer = flax_training.create_optimizer(model, run)
+    step = flax_training.TrainStep(model, optimizer, pad_token_id=config.pad_token_id)
+    results = [step(batches) for batches in steps]
+    losses, norms = np.asarray([r[0] for r in results]), np.asarray([r[1] for r in results])
+
+    ref_losses, ref_norms, ref_state = torch_trajectory(config, weights, steps, run)
+    clipped = int(np.sum(ref_norms > run.args.max_grad_norm))
+    assert 0 < clipped < STEPS, ref_norms  # clipping is active, and not on every step
+    assert abs(ref_losses[-1] - ref_losses[0]) > 1e-2  # the trajectory moves
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    np.testing.assert_allclose(norms, ref_norms, rtol=1e-5)
+    assert int(np.asarray(optimizer.step.get_value())) == STEPS
+    state = model.canonical_state_dict()
+    for key, value in state.items():
+        if not key.endswith(NOISE_ONLY):
+            np.testing.assert_allclose(value, ref_state[key], atol=WEIGHT_ATOL, err_msg=key)
+
+
+def test_decay_mask_schedule_and_update_rule():
+    """A zero-gradient update only decays: decayed weights shrink by (1 - lr * wd), biases and LayerNorm stay;
+    the optax schedule equals run.schedule at every update."""
+    config = tiny(**NO_DROPOUT)
+    run = stand_in_run(learning_rate=0.1, weight_decay=0.5, warmup_steps=3, total_steps=10)
+    model = FlaxDistilBertForSequenceClassification(config, rngs=nnx.Rngs(0))
+    optimizer = flax_training.create_optimizer(model, run)
+
+    schedule = flax_training.learning_rate_schedule(run.schedule)
+    values = np.asarray([schedule(jnp.asarray(s)) for s in range(12)])
+    np.testing.assert_allclose(values, [run.schedule(s) for s in range(12)], rtol=1e-7, atol=0)
+
+    mask = flax_training.decay_mask(run.decays)(nnx.as_pure(nnx.state(model, nnx.Param)))
+    names = {
+        canonical_key(tuple(p.key for p in path))[0]: bool(v) for path, v in jax.tree_util.tree_leaves_with_path(mask)
+    }
+    assert names["distilbert.transformer.layer.0.attention.q_lin.weight"] is True
+    assert names["distilbert.embeddings.word_embeddings.weight"] is True
+    assert names["distilbert.transformer.layer.1.ffn.lin2.bias"] is False
+    assert names["distilbert.transformer.layer.0.sa_layer_norm.weight"] is False
+    assert names["distilbert.embeddings.LayerNorm.weight"] is False
+    assert sum(names.values()) == sum(1 for n in names if not no_weight_decay(n))
+
+    before = model.canonical_state_dict()
+    for _ in range(2):  # update 0 has lr 0 (warm-up), update 1 has lr 0.1 / 3
+        zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+        flax_training.apply_step(model, optimizer, zeros)
+    after = model.canonical_state_dict()
+    factor = 1 - run.schedule(1) * run.args.weight_decay
+    for key, value in after.items():
+        expected = before[key] * factor if not no_weight_decay(key) else before[key]
+        np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=key)
+
+
+def test_widened_batches_give_the_same_loss_and_outputs():
+    """Rounding a batch's width up to a multiple of 8 (pad tokens, mask 0, labels -100) changes no number beyond
+    float rounding, and predictions come back at the batch's own width."""
+    config = tiny(**NO_DROPOUT)
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, config, widths=(11,), token_labels=True)
+    model = FlaxDistilBertForTokenClassification(config, rngs=nnx.Rngs(0))
+    model.load_canonical_state_dict(realistic_weights(config, "token_classification"))
+    optimizer = flax_training.create_optimizer(model, stand_in_run())
+    plain = flax_training.TrainStep(model, optimizer, pad_token_id=config.pad_token_id)
+    widened = flax_training.TrainStep(
+        model, optimizer, pad_token_id=config.pad_token_id, width_multiple=8, token_level_labels=True, max_width=64
+    )
+    wide = widened.device_batch(batch)
+    assert wide["input_ids"].shape == (4, 16) and int(wide["attention_mask"][:, 11:].sum()) == 0
+    assert (np.asarray(wide["labels"][:, 11:]) == -100).all()
+    a, b = plain.predict(batch), widened.predict(batch)
+    assert a["logits"].shape == b["logits"].shape == (4, 11, config.num_labels)
+    np.testing.assert_allclose(b["logits"], a["logits"], atol=1e-5)
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-6)
+    # never past the position table
+    capped = flax_training.widen_batch(
+        random_batch(rng, config, widths=(62,)), 8, pad_token_id=0, token_level_labels=False, max_width=64
+    )
+    assert capped["input_ids"].shape[1] == 64
+
+
+def _train_with_dropout(model, run, steps):
+    optimizer = flax_training.create_optimizer(model, run)
+    step = flax_training.TrainStep(model, optimizer, pad_token_id=model.config.pad_token_id)
+    return optimizer, [step(batches)[0] for batches in steps]
+
+
+def test_resume_from_saved_state_gives_the_same_trajectory(tmp_path):
+    """6 updates with dropout on == 3 updates, save, a fresh model + optimizer loaded from the folder, 3 more."""
+    config = tiny(dropout=0.2, attention_dropout=0.1)
+    rng = np.random.default_rng(0)
+    steps = [[random_batch(rng, config, widths=(8,))] for _ in range(6)]
+    run = stand_in_run(total_steps=6, warmup_steps=2)
+    initial = FlaxDistilBertForSequenceClassification(config, rngs=nnx.Rngs(0))
+    initial.load_canonical_state_dict(realistic_weights(config, "sequence_classification"))
+    initial.save_pretrained(tmp_path / "initial")
+
+    def fresh():  # every model loaded the same way has the same graph: the steps compile once
+        model = FlaxDistilBertForSequenceClassification.from_pretrained(tmp_path / "initial", rngs=nnx.Rngs(7))
+        model.train()
+        return model
+
+    _, straight = _train_with_dropout(fresh(), run, steps)
+
+    model = fresh()
+    optimizer, first = _train_with_dropout(model, run, steps[:3])
+    flax_training.save_training_state(tmp_path / "checkpoint-3", model, optimizer)
+    assert first == straight[:3]
+    checkpoint = tmp_path / "checkpoint-3"
+    meta = json.loads((checkpoint / flax_training.STATE_META_FILE).read_text())
+    assert meta["optimizer_step"] == 3 and meta["framework"] == "flax"
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(
+        ["config.json", "model.safetensors", flax_training.STATE_FILE, flax_training.STATE_META_FILE]
+    )
+
+    resumed = FlaxDistilBertForSequenceClassification.from_pretrained(checkpoint, rngs=nnx.Rngs(123))
+    resumed.train()
+    optimizer = flax_training.create_optimizer(resumed, run)
+    flax_training.load_training_state(checkpoint, resumed, optimizer)
+    assert int(np.asarray(optimizer.step.get_value())) == 3
+    step = flax_training.TrainStep(resumed, optimizer, pad_token_id=config.pad_token_id)
+    rest = [step(batches)[0] for batches in steps[3:]]
+    assert rest == straight[3:]  # bit for bit: same weights, moments, counts and dropout streams
+
+    # without the RNG state the dropout masks differ: the test above can fail
+    other = FlaxDistilBertForSequenceClassification.from_pretrained(checkpoint, rngs=nnx.Rngs(123))
+    other.train()
+    optimizer = flax_training.create_optimizer(other, run)
+    arrays = load_file(checkpoint / flax_training.STATE_FILE)
+    flax_training._fill(nnx.state(optimizer, nnx.OptState), "optimizer", arrays, {}, checkpoint)
+    step = flax_training.TrainStep(other, optimizer, pad_token_id=config.pad_token_id)
+    assert [step(batches)[0] for batches in steps[3:]] != straight[3:]
+
+
+def test_training_state_refuses_another_model(tmp_path):
+    config = tiny(**NO_DROPOUT)
+    model = FlaxDistilBertForSequenceClassification(config, rngs=nnx.Rngs(0))
+    optimizer = flax_training.create_optimizer(model, stand_in_run())
+    with pytest.raises(FileNotFoundError, match="no Flax training state"):
+        flax_training.load_training_state(tmp_path, model, optimizer)
+    flax_training.save_training_state(tmp_path, model, optimizer)
+
+    other = FlaxDistilBertForTokenClassification(config, rngs=nnx.Rngs(0))
+    with pytest.raises(KeyError, match="does not fit"):
+        flax_training.load_training_state(tmp_path, other, flax_training.create_optimizer(other, stand_in_run()))
+    bigger = FlaxDistilBertForSequenceClassification(config.replace(num_labels=5), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"classifier/bias is float32\[3\]"):
+        flax_training.load_training_state(tmp_path, bigger, flax_training.create_optimizer(bigger, stand_in_run()))
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    config = tiny(**NO_DROPOUT)
+    weights = realistic_weights(config, "sequence_classification")
+    model = FlaxDistilBertForSequenceClassification(
+        config, rngs=nnx.Rngs(0), dtype=jnp.bfloat16, param_dtype=jnp.float32
+    )
+    model.load_canonical_state_dict(weights)
+    optimizer = flax_training.create_optimizer(model, stand_in_run(learning_rate=3e-3, total_steps=20))
+    step = flax_training.TrainStep(model, optimizer, pad_token_id=0)
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, config, widths=(8,))
+    losses = [step([batch])[0] for _ in range(20)]
+    assert losses[-1] < losses[0] - 0.1, losses
+    for _, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        assert variable.get_value().dtype == jnp.float32
+    for _, variable in nnx.to_flat_state(nnx.state(optimizer, nnx.OptState)):
+        assert variable.get_value().dtype in (jnp.float32, jnp.int32, jnp.uint32)
+    assert step.predict(batch)["logits"].dtype == np.float32
