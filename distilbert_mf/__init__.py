@@ -26,7 +26,18 @@ _LAZY: dict[str, str] = {
     "pipeline": "distilbert_mf.pipelines",
     "convert": "distilbert_mf.conversion",
     "check_parity": "distilbert_mf.parity",
+    "AddedToken": "distilbert_mf.tokenization",
+    "AutoConfig": "distilbert_mf.auto",
+    "AutoTokenizer": "distilbert_mf.auto",
+    "UnsupportedModelTypeError": "distilbert_mf.config",
+    "CheckpointNotFoundError": "distilbert_mf.hub",
+    "HubUnreachableError": "distilbert_mf.hub",
+    "NotInCacheError": "distilbert_mf.hub",
 }
+_AUTO_MODELS = ("AutoModel", *(f"AutoModelFor{head}" for head in (
+    "MaskedLM", "SequenceClassification", "MultipleChoice", "TokenClassification", "QuestionAnswering"
+)))
+_LAZY.update({prefix + name: "distilbert_mf.auto" for prefix in ("", "TF", "Flax") for name in _AUTO_MODELS})
 _LAZY.update({name: "distilbert_mf.torch" for name in _FRAMEWORK_CLASSES})
 _LAZY.update({"TF" + name: "distilbert_mf.tensorflow" for name in _FRAMEWORK_CLASSES})
 _LAZY.update({"Flax" + name: "distilbert_mf.flax" for name in _FRAMEWORK_CLASSES})

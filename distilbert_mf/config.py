@@ -186,10 +186,7 @@ class DistilBertConfig:
             raise TypeError(f"from_dict expects a dict, got {type(data).__name__}")
         model_type = data.get("model_type", MODEL_TYPE)
         if model_type != MODEL_TYPE:
-            raise ValueError(
-                f"this config has model_type={model_type!r}; DistilBertConfig reads only model_type 'distilbert' "
-                "(convert BERT checkpoints with conversion/bert_to_distilbert.py)"
-            )
+            raise UnsupportedModelTypeError(model_type)
         source_keys = tuple(data)
         for alias, name in ALIASES.items():
             if alias in data and name in data and data[alias] != data[name]:
@@ -270,21 +267,53 @@ class DistilBertConfig:
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool = False,
         token: str | bool | None = None,
+        subfolder: str | None = None,
+        force_download: bool = False,
+        user_agent: dict[str, Any] | str | None = None,
+        trust_remote_code: bool = False,
+        return_unused_kwargs: bool = False,
         **overrides: Any,
-    ) -> DistilBertConfig:
-        """Read ``config.json`` from a folder, a file, or a Hub repo id; ``overrides`` replace fields."""
+    ) -> DistilBertConfig | tuple[DistilBertConfig, dict[str, Any]]:
+        """Read ``config.json`` from a folder, a file, a built-in name or a Hub repo id; ``overrides`` replace
+        fields (``num_labels=3``, ``id2label={...}``: the label fields follow). Hub keywords as in every
+        ``from_pretrained``. ``return_unused_kwargs=True`` returns ``(config, {})``: every keyword is used or
+        refused. ``trust_remote_code=True`` is refused: no remote code ever runs."""
+        if trust_remote_code:
+            raise ValueError("trust_remote_code=True is not supported: distilbert_mf never runs code from a checkpoint")
         path = Path(name_or_path)
         if path.is_file():
-            return cls.from_json_file(path, **overrides)
-        config_file = resolve_file(
-            name_or_path,
-            CONFIG_NAME,
-            revision=revision,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            token=token,
+            config = cls.from_json_file(path, **overrides)
+        else:
+            config_file = resolve_file(
+                name_or_path,
+                CONFIG_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+                subfolder=subfolder,
+                force_download=force_download,
+                user_agent=user_agent,
+            )
+            config = cls.from_json_file(config_file, **overrides)
+        return (config, {}) if return_unused_kwargs else config
+
+
+class UnsupportedModelTypeError(ValueError):
+    """A config of another ``model_type``: names it and says what distilbert_mf loads instead."""
+
+    def __init__(self, model_type: Any) -> None:
+        self.model_type = model_type
+        bert = (
+            " This is a BERT checkpoint: convert it exactly (every layer, or a subset) with "
+            "`python conversion/bert_to_distilbert.py SRC DST`, then load DST."
+            if model_type == "bert"
+            else " Use transformers for other model types."
         )
-        return cls.from_json_file(config_file, **overrides)
+        super().__init__(
+            f"this config has model_type={model_type!r}; distilbert_mf loads model_type 'distilbert' "
+            f"checkpoints, and BERT ones through its BERT conversion.{bert}"
+        )
 
 
 def _relabel(data: dict[str, Any], changes: Mapping[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
@@ -203,22 +204,28 @@ class FakeHub:
         return Handler
 
 
-@pytest.fixture
-def fake_hub(monkeypatch) -> Iterator[FakeHub]:
-    hub = FakeHub()
+@contextlib.contextmanager
+def serving(hub: FakeHub, monkeypatch, token: str = "") -> Iterator[FakeHub]:
+    """Run ``hub`` on 127.0.0.1 as the HF_ENDPOINT of the test (downloads on, no real token sent)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), hub.handler())
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_TOKEN", "")  # never send a real token to the fake endpoint
+    monkeypatch.setenv("HF_TOKEN", token)  # never send a real token to the fake endpoint
     try:
         yield hub
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> Iterator[FakeHub]:
+    with serving(FakeHub(), monkeypatch) as hub:
+        yield hub
 
 
 def test_downloads_from_endpoint_then_works_offline(tmp_path: Path, fake_hub: FakeHub, tiny_files, monkeypatch) -> None:

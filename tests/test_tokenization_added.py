@@ -251,12 +251,9 @@ def test_resize_model_to_the_tokenizer(shared_data: Path) -> None:
     tok = DistilBertTokenizerFast.from_pretrained(shared_data / "tiny-random-distilbert")
     model = torch_models.DistilBertForMaskedLM.from_pretrained(shared_data / "tiny-random-distilbert")
     assert tok.add_tokens(["<ent>", "zzqq"]) == 2 and len(tok) == 1126
-    try:
-        model.resize_token_embeddings(len(tok))
-    except ModuleNotFoundError as err:  # the model side is being built in this tree
-        pytest.skip(f"resize_token_embeddings is not complete here: {err}")
+    model.resize_token_embeddings(len(tok))
     batch = tok(["hello <ent> zzqq"], return_tensors="pt")
-    assert batch["input_ids"][0, 2:4].tolist() == [1124, 1125]
+    assert batch["input_ids"][0, -3:-1].tolist() == [1124, 1125]  # "hello" is five pieces in this tiny vocabulary
     assert model(**batch).logits.shape == (1, batch["input_ids"].shape[1], 1126)
 
 

@@ -195,16 +195,17 @@ def read_pretrained(
     resolution options (``revision``, ``cache_dir``, ``local_files_only``, ``token``, ...).
     """
     from distilbert_mf.checkpoint.io import read_weights
-    from distilbert_mf.hub import resolve_checkpoint
+    from distilbert_mf.hub import CONFIG_NAME, resolve_checkpoint, resolve_file
 
     check_head(head)
     overrides = dict(overrides or {})
     hub = {key: value for key, value in hub.items() if value is not None}
-    folder, fmt, files = resolve_checkpoint(name_or_path, need_config=config is None, **hub)
-    if config is None:
-        config = DistilBertConfig.from_json_file(Path(folder) / "config.json", **overrides)
+    if config is None:  # the config first: another model type is refused before any weights are looked for
+        file_options = {key: value for key, value in hub.items() if key != "use_safetensors"}
+        config = DistilBertConfig.from_json_file(resolve_file(name_or_path, CONFIG_NAME, **file_options), **overrides)
     elif overrides:
         config = config.replace(**overrides)
+    _, fmt, files = resolve_checkpoint(name_or_path, need_config=False, **hub)
     return config, read_weights(files, fmt), f"{name_or_path} ({fmt})"
 
 

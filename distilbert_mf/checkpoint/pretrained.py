@@ -200,7 +200,7 @@ class PreTrainedModel:
         )
         del state
         model = cls._io().declare(cls, config, dtype, options, fill=set(arrays))
-        cls._io().assign(model, arrays, owned=True)
+        cls._io().assign(model, arrays, owned=True, options=options)
         report.log(type(model).__name__)
         if output_loading_info:
             return model, report.loading_info()
@@ -294,7 +294,7 @@ class PreTrainedModel:
         """Give the model ``new_num_tokens`` word embeddings (rounded up to ``pad_to_multiple_of``), as transformers:
         kept rows unchanged, new rows drawn from a normal distribution with the old rows' mean and covariance
         (falling back to N(0, initializer_range) when that is degenerate), the masked-LM projector resized with
-        them (still tied; new bias entries 0). ``config.vocab_size`` follows. Returns the new embedding layer."""
+        them (still tied; new bias entries at the old bias's mean). ``config.vocab_size`` follows. Returns the new embedding layer."""
         from distilbert_mf.checkpoint.resize import resized_vocabulary
 
         config, arrays = resized_vocabulary(

@@ -3,6 +3,14 @@
 The same classes run under ``KERAS_BACKEND=jax`` or ``torch``; SavedModel export needs the TensorFlow backend.
 """
 
+from distilbert_mf.auto import (  # the Auto names for this framework's head classes
+    TFAutoModel,
+    TFAutoModelForMaskedLM,
+    TFAutoModelForMultipleChoice,
+    TFAutoModelForQuestionAnswering,
+    TFAutoModelForSequenceClassification,
+    TFAutoModelForTokenClassification,
+)
 from distilbert_mf.tensorflow import loading  # noqa: F401  (the weights adapter the models load through)
 from distilbert_mf.tensorflow.modeling import (
     TFDistilBertForMaskedLM,
@@ -21,6 +29,12 @@ def export_saved_model(model: TFDistilBertPreTrainedModel, directory):
 
 
 __all__ = [
+    "TFAutoModel",
+    "TFAutoModelForMaskedLM",
+    "TFAutoModelForMultipleChoice",
+    "TFAutoModelForQuestionAnswering",
+    "TFAutoModelForSequenceClassification",
+    "TFAutoModelForTokenClassification",
     "TFDistilBertForMaskedLM",
     "TFDistilBertForMultipleChoice",
     "TFDistilBertForQuestionAnswering",

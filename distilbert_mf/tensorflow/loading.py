@@ -11,8 +11,9 @@ Canonical name -> Keras variable is attribute access plus one leaf rename (:data
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
@@ -179,19 +180,34 @@ def frozen_keys(model: TFDistilBertPreTrainedModel) -> set[str]:
     return {key for key, (variable, _) in canonical_variables(model).items() if not variable.trainable}
 
 
+@contextlib.contextmanager
+def _unlocked(layer: keras.layers.Layer) -> Iterator[None]:
+    """Let a built layer take a new sub-layer (Keras locks the state of built layers; it unlocks the same way
+    when it untracks a variable)."""
+    locked = layer._tracker.locked
+    layer._tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            layer._tracker.lock()
+
+
 def replace_vocabulary(
     model: TFDistilBertPreTrainedModel, config: DistilBertConfig, arrays: Mapping[str, np.ndarray]
 ) -> None:
     """New word embeddings (and masked-LM projector) of ``config.vocab_size`` rows holding ``arrays``."""
     embeddings = model.base_model.embeddings
     trainable = embeddings.word_embeddings.trainable
-    del embeddings.word_embeddings  # untracks the old layer and its variable
-    embeddings.word_embeddings = word_embeddings(config, embeddings.dtype_policy)
+    with _unlocked(embeddings):
+        del embeddings.word_embeddings  # untracks the old layer and its variable
+        embeddings.word_embeddings = word_embeddings(config, embeddings.dtype_policy)
     embeddings.word_embeddings.build()
     embeddings.word_embeddings.trainable = trainable
     if model.head == "masked_lm":
-        del model.vocab_projector
-        model.vocab_projector = VocabProjector(config, name="vocab_projector", dtype=model.dtype_policy)
+        with _unlocked(model):
+            del model.vocab_projector
+            model.vocab_projector = VocabProjector(config, name="vocab_projector", dtype=model.dtype_policy)
         model.vocab_projector.build()
     model.config = config
     model.base_model.config = config

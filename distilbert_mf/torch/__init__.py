@@ -8,6 +8,14 @@ logits = model(input_ids=ids, attention_mask=mask).logits  # (batch, num_labels)
 ```
 """
 
+from distilbert_mf.auto import (  # the Auto names for this framework's head classes
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForMultipleChoice,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
 from distilbert_mf.torch import loading  # noqa: F401  (the weights adapter the models load through)
 from distilbert_mf.torch.modeling import (
     DistilBertForMaskedLM,
@@ -20,6 +28,12 @@ from distilbert_mf.torch.modeling import (
 )
 
 __all__ = [
+    "AutoModel",
+    "AutoModelForMaskedLM",
+    "AutoModelForMultipleChoice",
+    "AutoModelForQuestionAnswering",
+    "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
     "DistilBertForMaskedLM",
     "DistilBertForMultipleChoice",
     "DistilBertForQuestionAnswering",
