@@ -254,3 +254,19 @@ def test_assigning_a_config_field_says_what_to_do(mlm_folder) -> None:
     config = AutoConfig.from_pretrained(mlm_folder)
     with pytest.raises(dataclasses.FrozenInstanceError, match=r"replace\(num_labels=3\)"):
         config.num_labels = 3
+
+
+@pytest.mark.torch
+def test_torch_device_map(mlm_folder) -> None:
+    import torch
+
+    cls = head_class("pt", "base")
+    for choice in ("cpu", "auto", torch.device("cpu"), {"": "cpu"}):
+        assert next(cls.from_pretrained(mlm_folder, device_map=choice).parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"'cuda' asks for a CUDA GPU, but this PyTorch sees none"):
+            cls.from_pretrained(mlm_folder, device_map="cuda")
+    with pytest.raises(ValueError, match="would split the model across devices"):
+        cls.from_pretrained(mlm_folder, device_map={"transformer": "cpu", "embeddings": "cpu"})
+    with pytest.raises(ValueError, match="unknown device 'nonsense'"):
+        cls.from_pretrained(mlm_folder, device_map="nonsense")

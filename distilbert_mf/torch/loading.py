@@ -71,6 +71,11 @@ def resolve_device(device: Any, device_map: Any) -> torch.device:
         raise ValueError(
             "from_pretrained loads weights, so device='meta' is not allowed; build Cls(config, device='meta')"
         )
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device {choice!r} asks for a CUDA GPU, but this PyTorch sees none (torch.cuda.is_available() is "
+            "False); pass 'cpu', or 'auto' to take a GPU only when there is one"
+        )
     return target
 
 
