@@ -680,7 +680,13 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_dtype_option(parser, "cast floating weights (default, and auto: keep them bit for bit)")
     parser.add_argument("--overwrite", action="store_true", help="replace the weight files of a non-empty DST")
-    parser.add_argument("--max-shard-size", default="5GB", help="shard each output past this size (default: 5GB)")
+    from distilbert_mf.checkpoint.sharding import DEFAULT_MAX_SHARD_SIZE
+
+    parser.add_argument(
+        "--max-shard-size",
+        default=DEFAULT_MAX_SHARD_SIZE,
+        help=f"shard each output past this size (default: {DEFAULT_MAX_SHARD_SIZE})",
+    )
     add_hub_options(parser, "SRC")
 
 

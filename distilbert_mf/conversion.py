@@ -32,6 +32,7 @@ from distilbert_mf.checkpoint.names import (
     expected_shapes,
     sinusoidal_table,
 )
+from distilbert_mf.checkpoint.sharding import DEFAULT_MAX_SHARD_SIZE
 from distilbert_mf.config import CONFIG_NAME, DistilBertConfig
 from distilbert_mf.modeling_utils import dtype_name
 
@@ -44,13 +45,6 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
 )
-# format -> (module its reader/writer imports, pip requirement that provides it)
-FORMAT_LIBRARIES: dict[str, tuple[str, str]] = {
-    "safetensors": ("safetensors", "safetensors"),
-    "pytorch_bin": ("zipfile", "python's zipfile"),  # our own writer: no torch needed
-    "tf_h5": ("h5py", "h5py"),
-    "flax_msgpack": ("msgpack", "msgpack"),
-}
 NUMPY_DTYPES = {
     "float32": np.dtype(np.float32),
     "bfloat16": np.dtype(ml_dtypes.bfloat16),
@@ -70,9 +64,10 @@ class DestinationNotEmptyError(FileExistsError):
 
 def check_writer_available(fmt: str) -> None:
     """Raise ``ImportError`` naming what to install when the library that reads/writes ``fmt`` is missing."""
-    from distilbert_mf.checkpoint.io import check_format
+    from distilbert_mf.checkpoint.formats import get_format
 
-    module, requirement = FORMAT_LIBRARIES[check_format(fmt)]
+    entry = get_format(fmt)
+    module, requirement = entry.library, entry.requirement
     try:
         importlib.import_module(module)
     except ImportError as err:
@@ -233,7 +228,7 @@ def convert(
     dtype: str | None = None,
     *,
     overwrite: bool = False,
-    max_shard_size: int | str = "5GB",
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from distilbert_mf.modeling_utils import IGNORE_INDEX
 
 
 class Masker(Protocol):
