@@ -171,7 +171,7 @@ def test_unsupported_bert_configs_raise(tmp_path, changes, match):
 def test_layer_norm_eps_mismatch_can_be_allowed(tmp_path, caplog):
     config = _tiny_bert_config(layer_norm_eps=1e-5)
     src = _write_bert(tmp_path / "bert", config, _tiny_bert_state(config))
-    with caplog.at_level("WARNING", logger="bert_to_distilbert"):
+    with caplog.at_level("WARNING", logger="distilbert_mf.checkpoint.bert"):
         b2d.convert_bert(src, tmp_path / "out", allow_layer_norm_eps_mismatch=True)
     assert "layer_norm_eps=1e-05" in caplog.text
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -7,18 +7,16 @@ script), every other layer ``[0, 2, 4, ...]`` otherwise; ``layers="every_other"`
 (the BERT conversion's default for deep teachers, the paper's "one layer out of two").
 
 A BERT teacher (keys ``bert.encoder.layer.N...`` or ``encoder.layer.N...``) goes through the exact BERT ->
-DistilBERT mapping of ``conversion/bert_to_distilbert.py`` (token type 0 folded into the position table, keys
-renamed), which this module loads and reuses rather than restating.
+DistilBERT mapping of :mod:`distilbert_mf.checkpoint.bert` (token type 0 folded into the position table, keys
+renamed), which this module reuses rather than restating.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,29 +33,14 @@ logger = logging.getLogger(__name__)
 
 DISTILBERT_LAYERS = (0, 2, 4, 7, 9, 11)  # Hugging Face's extraction of DistilBERT from bert-base-uncased
 LAYER_STRATEGIES = ("distilbert", "every_other")
-_BERT_SCRIPT = Path(__file__).resolve().parents[2] / "conversion" / "bert_to_distilbert.py"
-_BERT_MODULE = "distilbert_mf._conversion_bert_to_distilbert"
 _LAYER_KEY = re.compile(r"^((?:distilbert\.)?transformer\.layer\.)(\d+)\.(.+)$")
 
 
 def bert_conversion() -> ModuleType:
-    """The BERT -> DistilBERT conversion script as a module (its key mapping, config mapping and checks)."""
-    module = sys.modules.get(_BERT_MODULE)
-    if module is not None:
-        return module
-    if not _BERT_SCRIPT.is_file():
-        raise ImportError(
-            f"a BERT teacher needs the conversion script {_BERT_SCRIPT} (part of a source checkout of distilbert_mf)"
-        )
-    spec = importlib.util.spec_from_file_location(_BERT_MODULE, _BERT_SCRIPT)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[_BERT_MODULE] = module
-    try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except BaseException:
-        del sys.modules[_BERT_MODULE]
-        raise
-    return module
+    """The BERT -> DistilBERT conversion module (its key mapping, config mapping and checks)."""
+    from distilbert_mf.checkpoint import bert
+
+    return bert
 
 
 def student_layers(n_teacher_layers: int, strategy: str = "distilbert") -> list[int]:
