@@ -306,7 +306,8 @@ class UnsupportedModelTypeError(ValueError):
         self.model_type = model_type
         bert = (
             " This is a BERT checkpoint: convert it exactly (every layer, or a subset) with "
-            "`python conversion/bert_to_distilbert.py SRC DST`, then load DST."
+            "distilbert_mf.checkpoint.bert.convert_bert(SRC, DST) (or `python conversion/bert_to_distilbert.py SRC "
+            "DST` from a source checkout), then load DST."
             if model_type == "bert"
             else " Use transformers for other model types."
         )
