@@ -216,3 +216,24 @@ def test_verification_inputs_are_tokenized_batches(shared_data: Path) -> None:
         DistilBertConfig(vocab_size=1124, max_position_embeddings=20), resolve_task("fill-mask")
     )
     assert max(b["input_ids"].shape[1] for b in short) == 20 and all(b["input_ids"].max() < 1124 for b in short)
+
+
+def test_extras_named_by_the_formats_provide_their_packages() -> None:
+    """The extra a missing-dependency message names installs what the format needs; none of it is a core
+    dependency (``pip install distilbert-mf`` pulls no exporter or runtime)."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    core = names(project["dependencies"])
+    for fmt in FORMATS.values():
+        provided = set().union(*(names(extras[extra]) for extra in fmt.extras.split(",")))
+        needed = {package for _, package in fmt.exporter + fmt.runtime}
+        assert needed <= provided, (fmt.name, needed - provided)
+        assert not needed & core, (fmt.name, needed & core)
+    assert "distilbert-mf[export]" in extras["test"]  # CI's test install runs the ONNX tests

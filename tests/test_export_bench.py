@@ -12,6 +12,7 @@ from export_checkpoints import tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
 @pytest.mark.torch
 @pytest.mark.slow
 def test_bench_export_smoke(tmp_path: Path, shared_data: Path) -> None:

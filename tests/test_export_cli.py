@@ -90,6 +90,7 @@ def test_missing_runtime_names_the_extra(
     assert main(["export", str(checkpoint), str(tmp_path / "out"), "--format", "saved_model"]) == 2
     err = capsys.readouterr().err
     assert "needs tensorflow, keras to write and verify it" in err and "pip install 'distilbert-mf[tensorflow]'" in err
+    assert _listing(tmp_path) == ["ckpt"]
 
 
 @pytest.mark.torch

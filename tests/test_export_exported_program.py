@@ -48,6 +48,10 @@ def test_exported_program_runs_with_torch_alone(tmp_path: Path, shared_data: Pat
     assert lines[0] == expected
     assert lines[1].startswith("too long:")  # sequence_length <= max_position_embeddings (64) is a guard
     assert lines[-1] == "[]"
+    import torch
+
+    graph = str(torch.export.load(str(result.artifact)).graph)
+    assert "mkldnn" not in graph and "aten.linear" in graph  # the CPU kernels stepped aside: the plain math
 
 
 def test_bfloat16_and_options(tmp_path: Path, shared_data: Path) -> None:
