@@ -1061,10 +1061,11 @@ def prepare_run(args: TrainingArguments) -> TrainingRun:
             save_steps=args.save_steps,
         )
         start = DataPosition(0, 0)
-        new_weights = _fresh_weights(args, config, TASK_HEADS[train_data.task], hub)
     check_output_dir(
         args.output_dir, fingerprint, overwrite_output_dir=args.overwrite_output_dir, resuming=resume_dir is not None
     )
+    if resume_dir is None:
+        new_weights = _fresh_weights(args, config, TASK_HEADS[train_data.task], hub)
     return TrainingRun(
         args=args,
         config=config,
