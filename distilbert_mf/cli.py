@@ -1,8 +1,8 @@
 """The ``distilbert-mf`` command line: every subcommand and all its argument parsing live in this module.
 
 Subcommands: ``run`` (a pipeline over input lines, one JSON result per line), ``convert`` (checkpoint formats),
-``parity`` (one checkpoint in every framework, compared), ``env`` (versions and devices) and ``export`` (serving
-artifacts, verified). Results go to stdout; logging, progress bars and errors go to stderr.
+``parity`` (one checkpoint in every framework, compared), ``env`` (versions and devices), ``export`` (serving
+artifacts, verified) and ``train`` (fine-tuning in PyTorch, Keras or Flax). Results go to stdout; logging, progress bars and errors go to stderr.
 
 Exit status, the same for every subcommand:
 
@@ -1024,6 +1024,200 @@ register(
         _export_arguments,
         _export,
         epilog=EXPORT_EPILOG,
+    )
+)
+
+
+# -- train ----------------------------------------------------------------------------------------------------------
+TRAIN_EPILOG = """\
+Option names are transformers' TrainingArguments names, dashed. The run folder (--output-dir) gets what
+transformers' Trainer writes: config.json, model.safetensors and the tokenizer files (every framework and
+transformers load it), trainer_state.json (log_history: step, epoch, loss, learning_rate, grad_norm, eval_*),
+eval_results.json, train_results.json, all_results.json, training_curves.png and checkpoint-N/ folders (weights,
+optimizer and RNG state, data position). Ctrl-C saves a checkpoint of the last completed update; resume it with
+--resume-from-checkpoint (the same trajectory as an uninterrupted run).
+
+examples:
+  distilbert-mf train --task text-classification --model distilbert-mf/all-minilm-l6-v2 \\
+      --train-file train.tsv --validation-file dev.tsv --output-dir out --num-train-epochs 3 \\
+      --learning-rate 5e-5 --warmup-ratio 0.06 --eval-steps 500
+  distilbert-mf train --task ner --model ./base --train-file train.conll --validation-file dev.conll \\
+      --output-dir ner --framework flax --label-all-tokens
+  distilbert-mf train ... --output-dir out --resume-from-checkpoint            # the latest checkpoint of out
+  distilbert-mf train ... --config-override dropout=0.0 --config-override attention_dropout=0.0
+
+stdout: one JSON object at the end (global_step, train_loss, the eval_* metrics, output_dir).
+exit status: 0 trained; 2 an error found before the first step (bad option or data, a missing column, labels outside
+--num-labels, an output folder holding another run, a checkpoint of another run, a framework not installed) or a
+diverged loss; 3 an internal error; 130 interrupted (a checkpoint of the last completed update is saved).
+"""
+
+
+def _config_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, VALUE read as JSON when it parses, else the string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. dropout=0.0), got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from distilbert_mf.training.data import TASK_ALIASES, TASKS
+    from distilbert_mf.training.readers import FORMATS
+    from distilbert_mf.training.trainer import STRATEGIES
+
+    flag = {"action": "store_true", "default": None}
+    switch = {"action": argparse.BooleanOptionalAction, "default": None}
+    run = parser.add_argument_group("model and data")
+    run.add_argument("--task", required=True, help=f"{', '.join(TASKS)} (aliases {', '.join(sorted(TASK_ALIASES))})")
+    run.add_argument("--model", required=True, help="starting model: folder, Hub repo id or built-in short name")
+    run.add_argument("--train-file", required=True, help="TSV, CSV, JSON Lines, SQuAD JSON, CoNLL or text file")
+    run.add_argument("--validation-file", help="evaluation data, same format (labels must be seen in training)")
+    run.add_argument("--output-dir", required=True, help="the run folder")
+    run.add_argument("--data-format", choices=FORMATS, help="the files' format when the suffix does not tell")
+    add_framework_option(run)
+    run.add_argument("--num-labels", type=int, help="head size (default: the training data's classes)")
+    run.add_argument("--label-names", nargs="+", metavar="NAME", help="class names in id order")
+    run.add_argument("--max-seq-length", type=int, help="tokens per row (default 384 for question answering, else 128)")
+    run.add_argument("--max-train-samples", type=int, help="use the first N training examples")
+    run.add_argument("--max-eval-samples", type=int, help="use the first N evaluation examples")
+    run.add_argument(
+        "--config-override",
+        type=_config_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a config field, VALUE read as JSON when it parses; repeatable (e.g. dropout=0.0)",
+    )
+    add_hub_options(run, "--model")
+    columns = parser.add_argument_group("columns and task options")
+    columns.add_argument("--text-column", help="text (default: text, sentence or sentence1)")
+    columns.add_argument("--text-pair-column", help="second text of a pair (default: sentence2 after sentence1)")
+    columns.add_argument("--label-column", help="label column (default: label)")
+    columns.add_argument(
+        "--problem-type",
+        choices=("single_label_classification", "regression", "multi_label_classification"),
+        help="text classification (default: from the labels)",
+    )
+    columns.add_argument("--label-separator", help="separator of multi-label labels in one TSV/CSV field")
+    columns.add_argument("--tokens-column", help="token classification words (default: tokens)")
+    columns.add_argument("--tags-column", help="token classification tags (default: ner_tags)")
+    columns.add_argument("--label-all-tokens", **flag, help="tag every piece of a word, not only the first")
+    columns.add_argument("--question-column", help="question answering question (default: question)")
+    columns.add_argument(
+        "--context-column", help="question answering context (default: context; multiple choice sent1)"
+    )
+    columns.add_argument("--answers-column", help="SQuAD answers (default: answers)")
+    columns.add_argument("--id-column", help="question answering example id (default: id)")
+    columns.add_argument("--doc-stride", type=int, help="tokens shared by two question-answering windows (default 128)")
+    columns.add_argument("--choice-columns", nargs="+", metavar="COLUMN", help="multiple-choice endings (ending0..3)")
+    columns.add_argument("--choices-column", help="multiple choice: one column holding the list of endings")
+    columns.add_argument("--mlm-probability", type=float, help="masked LM: share of tokens masked (default 0.15)")
+    columns.add_argument("--whole-word-mask", **flag, help="masked LM: mask every piece of a chosen word")
+    columns.add_argument("--mask-replace-prob", type=float, help="masked LM: chosen tokens set to [MASK] (0.8)")
+    columns.add_argument("--random-replace-prob", type=float, help="masked LM: chosen tokens set at random (0.1)")
+    columns.add_argument("--line-by-line", **switch, help="masked LM: one row per line (default) or blocks")
+    columns.add_argument("--max-answer-length", type=int, help="question answering evaluation (default 30)")
+    columns.add_argument("--version-2-with-negative", **flag, help="question answering: unanswerable questions")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--num-train-epochs", type=float, help="epochs (default 3; --max-steps wins)")
+    optim.add_argument("--max-steps", type=int, help="updates to run (> 0 overrides --num-train-epochs)")
+    optim.add_argument("--per-device-train-batch-size", type=int, help="rows per micro-batch (default 8)")
+    optim.add_argument("--per-device-eval-batch-size", type=int, help="rows per evaluation batch (default 8)")
+    optim.add_argument("--gradient-accumulation-steps", type=int, help="micro-batches per update (default 1)")
+    optim.add_argument("--learning-rate", type=float, help="AdamW peak learning rate (default 5e-5)")
+    optim.add_argument("--weight-decay", type=float, help="AdamW weight decay, not on biases / LayerNorm (default 0)")
+    optim.add_argument("--adam-beta1", type=float, help="default 0.9")
+    optim.add_argument("--adam-beta2", type=float, help="default 0.999")
+    optim.add_argument("--adam-epsilon", type=float, help="default 1e-8")
+    optim.add_argument("--warmup-ratio", type=float, help="share of the updates warming up linearly (default 0)")
+    optim.add_argument("--warmup-steps", type=int, help="warm-up updates (instead of --warmup-ratio)")
+    optim.add_argument("--max-grad-norm", type=float, help="global-norm clipping (default 1.0; 0: none)")
+    optim.add_argument("--bf16", **flag, help="bfloat16 mixed precision (float32 weights and optimizer state)")
+    optim.add_argument("--seed", type=int, help="data order, masking, new head weights, dropout (default 42)")
+    optim.add_argument("--group-by-length", **switch, help="batch rows of similar length together (default: on)")
+    optim.add_argument("--dataloader-drop-last", **flag, help="drop each epoch's last, smaller batch")
+    optim.add_argument("--pad-to-multiple-of", type=int, help="round each batch's width up (e.g. 8)")
+    add_device_option(optim)
+    logs = parser.add_argument_group("logging, evaluation, checkpoints")
+    logs.add_argument("--logging-steps", type=int, help="a log_history entry every N updates (default 50)")
+    logs.add_argument("--logging-first-step", **flag, help="also log the first update")
+    logs.add_argument("--eval-strategy", choices=STRATEGIES, help="default: steps with --eval-steps, else no")
+    logs.add_argument("--eval-steps", type=int, help="evaluate every N updates (default: --logging-steps)")
+    logs.add_argument("--save-strategy", choices=STRATEGIES, help="checkpoints (default: steps)")
+    logs.add_argument("--save-steps", type=int, help="a checkpoint every N updates and at the end (default 500)")
+    logs.add_argument("--save-total-limit", type=int, help="keep at most N checkpoints (the newest and best kept)")
+    logs.add_argument("--metric-for-best-model", help="track best_metric, e.g. accuracy or loss")
+    logs.add_argument("--greater-is-better", **switch, help="default: false for a loss, true otherwise")
+    logs.add_argument(
+        "--resume-from-checkpoint",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a run: a checkpoint-N folder, or the latest checkpoint of --output-dir when no value",
+    )
+    logs.add_argument("--overwrite-output-dir", **flag, help="start over in an --output-dir holding a run")
+    logs.add_argument("--progress", **switch, help="the progress bar (default: when stderr is a terminal)")
+
+
+# CLI destinations that are not TrainingArguments fields of the same name
+_TRAIN_CLI_ONLY = ("command", "verbose", "_command", "config_override", "framework")
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train, then print one JSON summary line."""
+    from distilbert_mf.frameworks import available_frameworks
+    from distilbert_mf.training.trainer import TrainingArguments, TrainingDivergedError, train
+
+    values = {k: v for k, v in vars(args).items() if k not in _TRAIN_CLI_ONLY and v is not None}
+    if args.framework is None:
+        installed = available_frameworks()
+        if not installed:
+            raise CLIError("no framework is installed: pip install 'distilbert-mf[torch]' (or [tensorflow], [flax])")
+        values["framework"] = installed[0]
+    else:
+        values["framework"] = args.framework
+    if "label_names" in values:
+        values["label_names"] = tuple(values["label_names"])
+    if "choice_columns" in values:
+        values["choice_columns"] = tuple(values["choice_columns"])
+    if "max_grad_norm" in values and values["max_grad_norm"] == 0:
+        values["max_grad_norm"] = None
+    overrides: dict[str, Any] = {}
+    for key, value in args.config_override:
+        if key in overrides:
+            raise CLIError(f"--config-override {key}= is given twice")
+        overrides[key] = value
+    values["config_overrides"] = overrides
+    if not args.verbose:  # the run's log lines (log_history entries, checkpoints) without everyone's INFO
+        for name in ("distilbert_mf.training.trainer", "distilbert_mf.training.state"):
+            logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        output = train(TrainingArguments(**values))
+    except TrainingDivergedError as err:
+        raise CLIError(str(err)) from err
+    summary = {
+        "global_step": output.global_step,
+        "train_loss": output.training_loss,
+        **output.eval_metrics,
+        "output_dir": str(output.output_dir),
+    }
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return EXIT_OK
+
+
+register(
+    Command(
+        "train",
+        "fine-tune a model (PyTorch, Keras or Flax) on a TSV/CSV/JSONL/SQuAD/CoNLL file; transformers' option names",
+        _train_arguments,
+        _train,
+        epilog=TRAIN_EPILOG,
     )
 )
 

@@ -88,19 +88,22 @@ OUTPUT_NAMES = ("loss", "logits", "start_logits", "end_logits")
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``: CUDA when available, else CPU; otherwise ``torch.device(device)``, checked to exist."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r} ({err})") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available here; use device='cpu'")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return resolved
+def resolve_device(device: Any) -> torch.device:
+    """The training device: None -> CUDA when available, else CPU; otherwise any spelling of the shared ``--device``
+    option (``cpu``, ``-1``, ``cuda``, ``cuda:1``, ``0``, ``gpu:0``, ``mps``, a ``torch.device``)."""
+    from distilbert_mf.pipelines.frameworks import parse_device
+    from distilbert_mf.torch.loading import resolve_device as resolve
+
+    parsed = parse_device(device)
+    if parsed is None:
+        return resolve("auto", None)
+    if parsed.kind == "cpu":
+        return resolve("cpu", None)
+    name = "cuda" if parsed.kind == "gpu" else parsed.kind
+    target = resolve(name if parsed.index is None else f"{name}:{parsed.index}", None)
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return target
 
 
 def to_device(batch: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
