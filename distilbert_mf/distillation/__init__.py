@@ -3,7 +3,9 @@
 - :mod:`.masking`: corpus token counts -> masking probabilities ``max(count, 1) ** -0.7`` -> the seeded per-batch
   masking (:class:`FrequencyMasker`, a masker for the training data layer);
 - :mod:`.student`: a student from chosen layers of a DistilBERT or BERT teacher (:func:`init_student`);
-- :mod:`.options`: the loss weights (:class:`DistillationWeights`) and the checks run before training.
+- :mod:`.options`: the loss weights (:class:`DistillationWeights`) and the checks run before training;
+- :mod:`.losses`: the rules of the losses (outputs, shapes, options) shared by the three frameworks' math in
+  ``distilbert_mf.{torch,tensorflow,flax}.distillation`` (``distillation_loss`` and the task variants).
 
 Usage::
 
@@ -16,7 +18,8 @@ Usage::
     student.save_pretrained(student_dir)                          # then any framework's from_pretrained
     weights = DistillationWeights()                               # T 2.0, alpha_ce 5.0, alpha_mlm 2.0, alpha_cos 1.0
     for batch in BatchLoader(corpus, batch_size=32, seed=0).epoch(0):  # input_ids masked, labels -100 elsewhere
-        ...  # distillation_loss(student_out, teacher_out, attention_mask=..., labels=..., **weights.as_kwargs())
+        ...  # distilbert_mf.torch.distillation.distillation_loss(student_out, teacher_out,
+        #        attention_mask=batch["attention_mask"], labels=batch["labels"], **weights.as_kwargs())
 """
 
 from __future__ import annotations

@@ -16,7 +16,9 @@ from typing import Any
 from distilbert_mf.config import DistilBertConfig
 
 
-def _check_weights(owner: str, temperature: float, alphas: Mapping[str, float]) -> None:
+def check_weights(owner: str, temperature: float, alphas: Mapping[str, float]) -> None:
+    """``temperature`` a finite number > 0, every weight a finite number >= 0 and at least one > 0; the errors
+    name ``owner`` (the class or loss function that was given them)."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"{owner}: temperature must be a number, got {temperature!r}")
     if not (temperature > 0 and math.isfinite(temperature)):
@@ -51,7 +53,7 @@ class DistillationWeights:
     restrict_ce_to_mask: bool = False
 
     def __post_init__(self) -> None:
-        _check_weights("DistillationWeights", self.temperature, self.alphas())
+        check_weights("DistillationWeights", self.temperature, self.alphas())
         if not isinstance(self.restrict_ce_to_mask, bool):
             raise TypeError(f"restrict_ce_to_mask must be a bool, got {self.restrict_ce_to_mask!r}")
 
@@ -76,7 +78,7 @@ class TaskDistillationWeights:
     alpha_task: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_weights(
+        check_weights(
             "TaskDistillationWeights", self.temperature, {"alpha_ce": self.alpha_ce, "alpha_task": self.alpha_task}
         )
 
