@@ -171,3 +171,21 @@ def test_bad_arguments(sst2):
         BatchLoader(sst2, 4, seed=-1)
     with pytest.raises(ValueError, match=r"DataPosition.batch_index"):
         DataPosition(0, -1)
+
+
+def test_widen_batch_pads_to_a_multiple_without_changing_meaning() -> None:
+    from distilbert_mf.training import widen_batch
+
+    batch = {
+        "input_ids": np.array([[2, 5, 3], [2, 3, 0]]),
+        "attention_mask": np.array([[1, 1, 1], [1, 1, 0]]),
+        "labels": np.array([[-100, 4, -100], [-100, -100, -100]]),
+    }
+    wide = widen_batch(batch, 8, pad_token_id=0, token_level_labels=True)
+    assert wide["input_ids"].shape == (2, 8) and (wide["input_ids"][:, 3:] == 0).all()
+    assert (wide["attention_mask"][:, 3:] == 0).all() and (wide["labels"][:, 3:] == -100).all()
+    np.testing.assert_array_equal(wide["input_ids"][:, :3], batch["input_ids"])
+    assert widen_batch(batch, 8, pad_token_id=0, token_level_labels=True, max_width=5)["input_ids"].shape == (2, 5)
+    sentence = {"input_ids": batch["input_ids"], "labels": np.array([1, 0])}
+    assert widen_batch(sentence, 4, pad_token_id=0, token_level_labels=False)["labels"].shape == (2,)
+    assert widen_batch(batch, None, pad_token_id=0, token_level_labels=True)["input_ids"].shape == (2, 3)

@@ -48,7 +48,7 @@ checkpoints, run folder), :mod:`.plot`.
 
 from __future__ import annotations
 
-from distilbert_mf.training.batching import BatchLoader, DataPosition, Step, iter_steps
+from distilbert_mf.training.batching import TOKEN_LEVEL_TASKS, BatchLoader, DataPosition, Step, iter_steps, widen_batch
 from distilbert_mf.training.data import (
     TASK_HEADS,
     TASKS,
@@ -101,6 +101,7 @@ __all__ = [
     "RUN_STATE_NAME",
     "TASKS",
     "TASK_HEADS",
+    "TOKEN_LEVEL_TASKS",
     "TRAINER_STATE_NAME",
     "BatchLoader",
     "BertMasker",
@@ -138,5 +139,6 @@ __all__ = [
     "split_records",
     "warmup_steps_for",
     "weight_decay_mask",
+    "widen_batch",
     "write_eval_results",
 ]

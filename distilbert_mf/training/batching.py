@@ -20,7 +20,7 @@ batches, with the same masking.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -295,3 +295,38 @@ def iter_steps(
             yield Step(step, epoch, index, batches, epoch + done / len(loader), after)
             index = done
         epoch, first = epoch + 1, 0
+
+
+TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm")  # tasks whose labels are (batch, width): widened with -100
+
+
+def widen_batch(
+    batch: Mapping[str, np.ndarray],
+    multiple: int | None,
+    *,
+    pad_token_id: int,
+    token_level_labels: bool,
+    max_width: int | None = None,
+) -> dict[str, np.ndarray]:
+    """``batch`` padded on its last (width) axis up to a multiple of ``multiple`` (never past ``max_width``):
+    ``input_ids`` with ``pad_token_id``, ``attention_mask`` with 0, per-token ``labels`` with -100; other keys as
+    they are. The XLA loops (Keras, Flax) use it to bound the number of compiled batch shapes; padding changes no
+    loss or output (padding keys are masked, padding labels ignored)."""
+    batch = dict(batch)
+    if multiple is None:
+        return batch
+    width = np.asarray(batch["input_ids"]).shape[-1]
+    target = -(-width // multiple) * multiple
+    if max_width is not None:
+        target = max(width, min(target, int(max_width)))
+    if target == width:
+        return batch
+    fills = {"input_ids": pad_token_id, "attention_mask": 0}
+    if token_level_labels:
+        fills["labels"] = IGNORE_INDEX
+    for key, fill in fills.items():
+        if key in batch:
+            value = np.asarray(batch[key])
+            pad = [(0, 0)] * (value.ndim - 1) + [(0, target - width)]
+            batch[key] = np.pad(value, pad, constant_values=fill)
+    return batch
