@@ -15,21 +15,45 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from distilbert_mf.distillation import losses as dl
 from distilbert_mf.modeling_utils import IGNORE_INDEX
 from distilbert_mf.torch.modeling import (
     OPS,
+    DistilBertPreTrainedModel,
     as_labels,
     as_tensor,
     class_loss,
     cross_entropy,
     question_answering_loss,
 )
+from distilbert_mf.torch.training import (
+    autocast,
+    create_optimizer,
+    load_model,
+    load_training_state,
+    predict,
+    resolve_device,
+    rng_state,
+    save_training_state,
+    to_device,
+)
+from distilbert_mf.training.trainer import hold_interrupts
+
+if TYPE_CHECKING:
+    from distilbert_mf.distillation.run import DistillationRun
+    from distilbert_mf.training.trainer import TrainOutput
+
+logger = logging.getLogger(__name__)
 
 
 def as_input(x: Any, name: str) -> torch.Tensor | None:
@@ -203,8 +227,129 @@ def question_answering_distillation_loss(
     return dl.weighted(losses, {"loss_ce": alpha_ce, "loss_task": alpha_task})
 
 
+LOSSES = {  # DistillationRun.loss_name -> the function
+    "distillation_loss": distillation_loss,
+    "sequence_classification_distillation_loss": sequence_classification_distillation_loss,
+    "token_classification_distillation_loss": token_classification_distillation_loss,
+    "question_answering_distillation_loss": question_answering_distillation_loss,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The distillation loop (the update, the optimizer, checkpoints and resume are the fine-tuning loop's)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(drun: DistillationRun, device: torch.device) -> DistilBertPreTrainedModel:
+    """The teacher on ``device``, in eval mode (no dropout), every parameter frozen."""
+    teacher = drun.load_teacher(device=device)
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def distillation_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Sequence[tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]],
+    *,
+    loss: Callable[..., dict[str, torch.Tensor]],
+    options: Mapping[str, Any],
+    output_hidden_states: bool,
+    learning_rate: float,
+    max_grad_norm: float | None,
+    bf16: bool = False,
+) -> tuple[dict[str, float], float]:
+    """One update from ``batches`` ((model inputs, loss targets) per micro-batch): the teacher's forward without
+    gradients, the student's forward and backward through ``loss(**options)``, clipping, the AdamW step ->
+    (the mean micro-batch losses by name, the gradient norm before clipping)."""
+    if not batches:
+        raise ValueError("an update needs at least one micro-batch, got none")
+    device = next(student.parameters()).device
+    count = len(batches)
+    sums: dict[str, torch.Tensor] = {}
+    for inputs, targets in batches:
+        with torch.no_grad(), autocast(device, bf16):
+            teacher_out = teacher(**inputs, output_hidden_states=output_hidden_states)
+        with autocast(device, bf16):
+            student_out = student(**inputs, output_hidden_states=output_hidden_states)
+            losses = loss(student_out, teacher_out, **targets, **options)
+        (losses["loss"] / count if count > 1 else losses["loss"]).backward()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().float()
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if max_grad_norm:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {name: float(total) / count for name, total in sums.items()}, float(grad_norm)
+
+
+def distil(drun: DistillationRun) -> TrainOutput:
+    """Distil with PyTorch: :func:`distilbert_mf.torch.training.fit`'s loop with the teacher and the distillation
+    loss; logging, evaluation (the student's), checkpoints, resume and Ctrl-C through the run."""
+    run, args = drun.run, drun.args
+    device = resolve_device(args.device)
+    student = load_model(run, device)
+    teacher = load_teacher(drun, device)
+    optimizer = create_optimizer(student, run)
+    if run.resume_dir is not None:
+        load_training_state(run.resume_dir, student, optimizer)
+        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
+    else:
+        torch.manual_seed(args.seed)
+    rng_after_update = rng_state(device)
+    max_grad_norm = args.max_grad_norm if args.max_grad_norm else None
+    loss = LOSSES[drun.loss_name]
+
+    def save(folder: Path) -> None:
+        save_training_state(folder, student, optimizer, rng_after_update)
+
+    def run_predict(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return predict(student, batch, bf16=args.bf16)
+
+    try:
+        for step in run.steps():
+            learning_rate = run.schedule(step.global_step - 1)
+            batches = [tuple(to_device(part, device) for part in drun.split(batch)) for batch in step.batches]
+            with hold_interrupts():
+                losses, grad_norm = distillation_step(
+                    student,
+                    teacher,
+                    optimizer,
+                    batches,
+                    loss=loss,
+                    options=drun.loss_options,
+                    output_hidden_states=drun.output_hidden_states,
+                    learning_rate=learning_rate,
+                    max_grad_norm=max_grad_norm,
+                    bf16=args.bf16,
+                )
+                rng_after_update = rng_state(device)
+                drun.end_step(
+                    step,
+                    losses=losses,
+                    grad_norm=grad_norm,
+                    learning_rate=learning_rate,
+                    save=save,
+                    predict=run_predict,
+                )
+    except KeyboardInterrupt:
+        drun.interrupted(save)
+        raise
+    return drun.finish(save_model=student.save_pretrained, predict=run_predict)
+
+
 __all__ = [
+    "distil",
     "distillation_loss",
+    "distillation_step",
+    "load_teacher",
     "question_answering_distillation_loss",
     "sequence_classification_distillation_loss",
     "soft_target_loss",
