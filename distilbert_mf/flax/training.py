@@ -55,6 +55,7 @@ from distilbert_mf.flax.modeling import FlaxDistilBertPreTrainedModel
 from distilbert_mf.training.masking import IGNORE_INDEX
 from distilbert_mf.training.schedules import LinearSchedule
 from distilbert_mf.training.state import read_json, write_json
+from distilbert_mf.training.trainer import hold_interrupts
 
 if TYPE_CHECKING:
     from distilbert_mf.training.trainer import TrainingRun, TrainOutput
@@ -71,6 +72,7 @@ __all__ = [
     "load_model",
     "load_training_state",
     "save_training_state",
+    "train_step_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -251,6 +253,19 @@ class TrainStep:
         self._forward = nnx.cached_partial(forward, model)
         model.train()
         self._zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))  # the accumulators' start
+        # every variable of the model and optimizer: the steps set new arrays into these same objects
+        self._variables = [variable for _, variable in nnx.to_flat_state(nnx.state((model, optimizer)))]
+
+    def snapshot(self) -> list[jax.Array]:
+        """The arrays of every model and optimizer variable now (references: JAX arrays never change in place)."""
+        return [variable.get_value() for variable in self._variables]
+
+    def restore(self, arrays: list[jax.Array]) -> None:
+        """Put back what :meth:`snapshot` returned (weights, optimizer state and dropout streams)."""
+        if len(arrays) != len(self._variables):
+            raise ValueError(f"a snapshot of {len(self._variables)} variables is needed, got {len(arrays)} arrays")
+        for variable, array in zip(self._variables, arrays):
+            variable.set_value(array)
 
     def device_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """Numpy batch -> JAX arrays (int32 ids, float32 targets), widened to the width bucket."""
@@ -445,54 +460,65 @@ def load_training_state(
 
 
 def load_model(run: TrainingRun) -> FlaxDistilBertPreTrainedModel:
-    """The run's model class loaded from ``run.init_source`` with the run's config, in training mode; bfloat16
-    compute over float32 parameters when ``args.bf16``; dropout seeded with ``args.seed``."""
-    from distilbert_mf.frameworks import model_class
-    from distilbert_mf.training.data import TASK_HEADS
-
-    cls = model_class("flax", TASK_HEADS[run.train_data.task])
+    """The run's model (its head class, config and starting weights, new head weights included) in training mode;
+    bfloat16 compute over float32 parameters when ``args.bf16``; dropout streams seeded with ``args.seed``."""
     dtype = jnp.bfloat16 if run.args.bf16 else None
-    model = cls.from_pretrained(
-        run.init_source, config=run.config, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(run.args.seed)
-    )
+    model = run.load_model(dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(run.args.seed))
     model.train()
     return model
 
 
+def train_step_for(run: TrainingRun, model: FlaxDistilBertPreTrainedModel, optimizer: nnx.Optimizer) -> TrainStep:
+    """The :class:`TrainStep` of ``run``: its padding id, per-token labels for token classification and masked LM,
+    widths rounded up to :data:`WIDTH_MULTIPLE` unless the run sets ``pad_to_multiple_of``."""
+    return TrainStep(
+        model,
+        optimizer,
+        pad_token_id=run.train_data.pad_token_id,
+        width_multiple=None if run.args.pad_to_multiple_of else WIDTH_MULTIPLE,
+        token_level_labels=run.task in TOKEN_LEVEL_TASKS,
+        max_width=run.config.max_position_embeddings,
+    )
+
+
 def fit(run: TrainingRun) -> TrainOutput:
-    """Train ``run`` with the Flax model: the loop over ``run.steps()``; evaluation, logging and checkpoints through
-    ``run.end_step``; Ctrl-C saves a checkpoint of the last completed step (``run.interrupted``)."""
+    """Train ``run`` with the Flax model: the loop over ``run.steps()``; logging, evaluation and checkpoints through
+    ``run.end_step``; Ctrl-C saves a checkpoint of the last completed update (``run.interrupted``).
+
+    Each update and its bookkeeping run under :func:`~distilbert_mf.training.trainer.hold_interrupts`. JAX arrays
+    are immutable, so the loop keeps the arrays of the last completed update (a list of references, no copy) and
+    puts them back before an interrupt's checkpoint: even a second Ctrl-C in the middle of an update (some
+    micro-batches' dropout draws done, the optimizer not yet applied) saves a consistent update."""
     model = load_model(run)
     optimizer = create_optimizer(model, run)
     if run.resume_dir is not None:
         load_training_state(run.resume_dir, model, optimizer)
         logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
-    pad_to = run.args.pad_to_multiple_of
-    step_fn = TrainStep(
-        model,
-        optimizer,
-        pad_token_id=run.train_data.pad_token_id,
-        width_multiple=None if pad_to else WIDTH_MULTIPLE,
-        token_level_labels=run.train_data.task in TOKEN_LEVEL_TASKS,
-        max_width=run.config.max_position_embeddings,
-    )
+    step_fn = train_step_for(run, model, optimizer)
 
     def save(folder: Path) -> None:
         save_training_state(folder, model, optimizer)
 
+    completed = step_fn.snapshot()
     try:
         for step in run.steps():
-            loss, grad_norm = step_fn(step.batches)
-            run.end_step(
-                step,
-                loss=loss,
-                grad_norm=grad_norm,
-                learning_rate=run.schedule(step.global_step - 1),
-                save=save,
-                predict=step_fn.predict,
-            )
+            learning_rate = run.schedule(step.global_step - 1)
+            with hold_interrupts():
+                loss, grad_norm = step_fn(step.batches)
+                completed = step_fn.snapshot()
+                run.end_step(
+                    step,
+                    loss=loss,
+                    grad_norm=grad_norm,
+                    learning_rate=learning_rate,
+                    save=save,
+                    predict=step_fn.predict,
+                )
     except KeyboardInterrupt:
+        step_fn.restore(completed)
         run.interrupted(save)
         raise
-    logger.info("compiled the Flax train step for %d batch shapes: %s", len(step_fn.shapes), sorted(step_fn.shapes))
+    logger.info(
+        "compiled the Flax train step for %d micro-batch shapes: %s", len(step_fn.shapes), sorted(step_fn.shapes)
+    )
     return run.finish(save_model=model.save_pretrained, predict=step_fn.predict)

@@ -7,8 +7,9 @@ warm-up and clipping active), with and without gradient accumulation.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,15 +22,15 @@ import jax.numpy as jnp
 from flax import nnx
 from flax_helpers import tiny
 from safetensors.numpy import load_file
+from training_runs import TASKS, random_batch, realistic_weights, run_arguments, stand_in_run, torch_trajectory
 
-from distilbert_mf.checkpoint.names import expected_shapes
 from distilbert_mf.flax import (
     FlaxDistilBertForSequenceClassification,
     FlaxDistilBertForTokenClassification,
 )
 from distilbert_mf.flax import training as flax_training
 from distilbert_mf.flax.loading import canonical_key
-from distilbert_mf.training.schedules import LinearSchedule, no_weight_decay
+from distilbert_mf.training.schedules import no_weight_decay
 
 pytestmark = pytest.mark.flax
 
@@ -42,81 +43,10 @@ WEIGHT_ATOL = 1e-5
 NOISE_ONLY = ".attention.k_lin.bias"
 
 
-def stand_in_run(*, learning_rate=1e-3, weight_decay=0.01, max_grad_norm=2.0, warmup_steps=5, total_steps=STEPS):
-    """What create_optimizer reads from a TrainingRun: args (TrainingArguments' names), schedule, decays."""
-    args = types.SimpleNamespace(
-        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=weight_decay, max_grad_norm=max_grad_norm
-    )
-    schedule = LinearSchedule(learning_rate, warmup_steps=warmup_steps, total_steps=total_steps)
-    return types.SimpleNamespace(args=args, schedule=schedule, decays=lambda name: not no_weight_decay(name))
-
-
-def realistic_weights(config, head, seed=0):
-    """Canonical float32 weights at trained-model scales (so the loss moves and gradients need clipping)."""
-    rng = np.random.default_rng(seed)
-    state = {}
-    for key, shape in expected_shapes(config, head).items():
-        if "embeddings" in key:
-            value = rng.normal(0.0, 0.5, shape)
-        elif key.endswith("weight") and len(shape) == 2:
-            value = rng.normal(0.0, shape[1] ** -0.5, shape)
-        elif key.endswith("weight"):
-            value = 1.0 + rng.normal(0.0, 0.1, shape)
-        else:
-            value = rng.normal(0.0, 0.1, shape)
-        state[key] = value.astype(np.float32)
-    return state
-
-
-def random_batch(rng, config, *, rows=4, widths=(8, 16), token_labels=False):
-    """Right-padded int64 numpy batch (the data layer's layout); the first row is the longest."""
-    width = int(rng.choice(widths))
-    lengths = rng.integers(2, width + 1, rows)
-    lengths[0] = width
-    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
-    ids = np.where(mask == 1, rng.integers(1, config.vocab_size, (rows, width)), config.pad_token_id)
-    if token_labels:
-        labels = np.where(mask == 1, rng.integers(0, config.num_labels, (rows, width)), -100)
-    else:
-        labels = rng.integers(0, config.num_labels, rows)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def torch_trajectory(config, weights, steps, run):
-    """The reference: our PyTorch model under torch.optim.AdamW (decay / no-decay groups) + clip_grad_norm_,
-    ``(loss / n).backward()`` per micro-batch."""
-    torch = pytest.importorskip("torch")
-    from distilbert_mf.torch import DistilBertForSequenceClassification
-
-    model = DistilBertForSequenceClassification(config)
-    model.load_canonical_state_dict(weights)
-    model.train()
-    named = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in named if run.decays(n)], "weight_decay": run.args.weight_decay},
-        {"params": [p for n, p in named if not run.decays(n)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=run.schedule(0), betas=(0.9, 0.999), eps=1e-8)
-    losses, norms = [], []
-    for s, batches in enumerate(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = run.schedule(s)
-        optimizer.zero_grad()
-        total = 0.0
-        for batch in batches:
-            loss = model(**{k: torch.as_tensor(v) for k, v in batch.items()}).loss
-            (loss / len(batches)).backward()
-            total += loss.item()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), run.args.max_grad_norm)))
-        optimizer.step()
-        losses.append(total / len(batches))
-    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    return np.asarray(losses), np.asarray(norms), state
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("accumulation", [1, 3])
 def test_steps_follow_torch_adamw(accumulation):
+    pytest.importorskip("torch")
     config = tiny(**NO_DROPOUT)
     head = "sequence_classification"
     weights = realistic_weights(config, head)
@@ -292,3 +222,121 @@ def test_bfloat16_compute_keeps_float32_parameters():
     for _, variable in nnx.to_flat_state(nnx.state(optimizer, nnx.OptState)):
         assert variable.get_value().dtype in (jnp.float32, jnp.int32, jnp.uint32)
     assert step.predict(batch)["logits"].dtype == np.float32
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# fit: train(TrainingArguments(..., framework="flax")) end to end on tiny runs of every task
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _losses(history):
+    return [entry["loss"] for entry in history if "loss" in entry and "eval_loss" not in entry]
+
+
+def _outputs_in(framework, folder, head, config, inputs):
+    from distilbert_mf.frameworks import model_class
+    from distilbert_mf.parity import run_framework
+
+    model = model_class(framework, head).from_pretrained(folder)
+    out = run_framework(framework, model, inputs, output_hidden_states=False, output_attentions=False)
+    return {k: v for k, v in out.items() if k in ("logits", "start_logits", "end_logits")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_train_every_task_and_load_the_model_in_every_framework(task, tmp_path, shared_data):
+    from distilbert_mf.config import DistilBertConfig
+    from distilbert_mf.parity import make_inputs
+    from distilbert_mf.training.data import TASK_HEADS
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    args = TrainingArguments(**run_arguments(tmp_path, task, shared_data, "flax"))
+    out = train(args)
+    output = Path(args.output_dir)
+    assert out.global_step == 6
+    losses = _losses(out.log_history)
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    logged = [e for e in out.log_history if "learning_rate" in e]
+    assert [e["learning_rate"] for e in logged] == [0.0, 5e-4, 1e-3, 7.5e-4, 5e-4, 2.5e-4]  # update s: schedule(s)
+    assert all(e["grad_norm"] > 0 for e in logged)
+    assert out.eval_metrics and np.isfinite(out.eval_metrics["eval_loss"])
+    for step in (3, 6):
+        checkpoint = output / f"checkpoint-{step}"
+        assert (checkpoint / flax_training.STATE_FILE).is_file() and (checkpoint / "tokenizer.json").is_file()
+        assert json.loads((checkpoint / flax_training.STATE_META_FILE).read_text())["optimizer_step"] == step
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "eval_results.json"):
+        assert (output / name).is_file(), name
+
+    # the folder loads in every framework, with the same outputs
+    head = TASK_HEADS[args.task]
+    config = DistilBertConfig.from_pretrained(output)
+    inputs = make_inputs(config, ["a first sentence", "and a second, longer one here"], head)
+    results = {"flax": _outputs_in("flax", output, head, config, inputs)}
+    for framework, module in (("pt", "torch"), ("tf", "tensorflow")):
+        if importlib.util.find_spec(module) is not None:
+            results[framework] = _outputs_in(framework, output, head, config, inputs)
+    assert len(results) == 3, f"torch and tensorflow are needed here, found {sorted(results)}"
+    for framework, outputs in results.items():
+        for key, value in outputs.items():
+            np.testing.assert_allclose(value, results["flax"][key], atol=1e-5, err_msg=f"{framework} {key}")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, shared_data):
+    """6 updates of 2 micro-batches each with dropout on, checkpoints at 3 and 6: the reference trajectory."""
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    tmp = tmp_path_factory.mktemp("straight")
+    kwargs = run_arguments(tmp, "text-classification", shared_data, "flax", dropout=True, gradient_accumulation_steps=2)
+    return tmp, kwargs, train(TrainingArguments(**kwargs))
+
+
+@pytest.mark.slow
+def test_resume_from_checkpoint_follows_the_uninterrupted_run(straight_run, tmp_path):
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    _, kwargs, straight = straight_run
+    checkpoint = Path(kwargs["output_dir"]) / "checkpoint-3"
+    resumed = train(
+        TrainingArguments(
+            **{**kwargs, "output_dir": str(tmp_path / "resumed"), "resume_from_checkpoint": str(checkpoint)}
+        )
+    )
+    assert _losses(resumed.log_history) == _losses(straight.log_history)  # steps 1-3 from the checkpoint's history
+    assert resumed.training_loss == straight.training_loss
+    a = load_file(Path(kwargs["output_dir"]) / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_interrupt_in_the_middle_of_an_update_saves_the_last_complete_one(straight_run, tmp_path, monkeypatch):
+    """Ctrl-C after the micro-batches of update 3 drew their dropout masks but before the optimizer applied them:
+    checkpoint-2 holds update 2 exactly, and resuming from it gives the uninterrupted trajectory."""
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    _, kwargs, straight = straight_run
+    calls = []
+    real_init = flax_training.TrainStep.__init__
+
+    def init_with_an_interrupt(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        apply = self._apply
+
+        def interrupted_apply(grads):
+            calls.append(1)
+            if len(calls) == 3:  # update 3: both micro-batches done, nothing applied
+                raise KeyboardInterrupt
+            return apply(grads)
+
+        self._apply = interrupted_apply
+
+    monkeypatch.setattr(flax_training.TrainStep, "__init__", init_with_an_interrupt)
+    output = tmp_path / "interrupted"
+    args = {**kwargs, "output_dir": str(output), "save_steps": 100}
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainingArguments(**args))
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-2"]
+    monkeypatch.undo()
+    resumed = train(TrainingArguments(**{**args, "resume_from_checkpoint": True}))
+    assert _losses(resumed.log_history) == _losses(straight.log_history)
