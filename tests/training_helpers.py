@@ -17,6 +17,7 @@ import numpy as np
 from distilbert_mf import DistilBertConfig, DistilBertTokenizerFast
 from distilbert_mf.checkpoint.loading import save_pretrained
 from distilbert_mf.checkpoint.names import expected_shapes
+from distilbert_mf.training import canonical_task
 from distilbert_mf.training.trainer import TrainingArguments
 
 POSITIVE = ("good", "great", "fine", "nice", "happy", "sunny")
@@ -185,7 +186,7 @@ def tiny_args(
         "config_overrides": dict(NO_DROPOUT),
         "progress": False,
     }
-    if task == "question-answering":
+    if canonical_task(task) == "question-answering":
         fields["doc_stride"] = 8
     fields.update(kwargs)
     return TrainingArguments(**fields)

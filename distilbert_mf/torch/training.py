@@ -184,7 +184,8 @@ def train_step(
             loss = model(**batch).loss
         (loss / count if count > 1 else loss).backward()
         losses.append(loss.detach())
-    params = [p for p in _trainable(optimizer) if p.grad is not None]
+    params = [p for p in model.parameters() if p.grad is not None]  # model order, as the Trainer clips (the norm's
+    # sum of squares is rounded in that order)
     if max_grad_norm:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     else:
