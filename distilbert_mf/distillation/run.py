@@ -412,8 +412,8 @@ def _check_teacher(args: DistillationArguments, run: TrainingRun, teacher_config
         )
     names = run.train_data.label_names
     teacher_names = [teacher_config.id2label.get(i, teacher_config.id2label.get(str(i))) for i in range(len(names))]
-    default_names = [f"LABEL_{i}" for i in range(len(names))]
-    if names and teacher_names != list(names) and teacher_names != default_names:
+    unnamed = ([f"LABEL_{i}" for i in range(len(names))], [str(i) for i in range(len(names))])
+    if names and list(names) not in unnamed and teacher_names not in unnamed and teacher_names != list(names):
         raise ValueError(
             f"the teacher's labels {teacher_names} differ from the data's {list(names)} (in id order); task-specific "
             "distillation compares predictions label by label"
