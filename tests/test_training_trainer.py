@@ -254,7 +254,7 @@ class FakeFramework:
         logits = np.tile(np.array([[0.0, 1.0]], np.float32), (n, 1))
         return {"logits": logits, "loss": np.float32(0.5)}
 
-    def fit(self, stop_after=None):
+    def fit(self, stop_after=None, extra=False):
         for step in self.run.steps():
             if stop_after is not None and step.global_step > stop_after:
                 raise KeyboardInterrupt
@@ -266,6 +266,7 @@ class FakeFramework:
                 learning_rate=self.run.schedule(step.global_step - 1),
                 save=self.save,
                 predict=self.predict,
+                extra={"loss_part": loss / 4, "odd": 1.0} if extra and step.global_step % 2 else None,
             )
         return self.run.finish(save_model=self.save_model, predict=self.predict)
 
@@ -390,3 +391,36 @@ def test_hold_interrupts_defers_ctrl_c_to_the_end_of_the_block():
 
 def test_no_dropout_overrides_are_config_fields(tiny_config):
     tiny_config.replace(**NO_DROPOUT)
+
+
+@needs_framework
+def test_extra_values_are_averaged_per_log_and_survive_a_resume(tmp_path, model, sentiment):
+    kwargs = {"max_steps": 8, "logging_steps": 4, "save_steps": 2}
+    whole = FakeFramework(prepare_run(args_for(model, sentiment, tmp_path / "whole", **kwargs))).fit(extra=True)
+    logs = [e for e in whole.log_history if "loss" in e]
+    assert logs[0]["loss_part"] == pytest.approx((1.0 + 1 / 3) / 4 / 2 + 1e-3 / 4)  # updates 1 and 3 gave it
+    assert logs[0]["odd"] == 1.0 and list(logs[0])[:4] == ["loss", "grad_norm", "learning_rate", "loss_part"]
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        FakeFramework(prepare_run(args_for(model, sentiment, out, **kwargs))).fit(stop_after=3, extra=True)
+    resumed = FakeFramework(prepare_run(args_for(model, sentiment, out, resume_from_checkpoint=True, **kwargs)))
+    again = [e for e in resumed.fit(extra=True).log_history if "loss" in e]
+    assert [(e["loss"], e["loss_part"]) for e in again] == [(e["loss"], e["loss_part"]) for e in logs]
+
+
+@needs_framework
+def test_with_masker_masks_the_training_batches(tmp_path, model):
+    corpus = toy_data(tmp_path, "masked-lm")
+    run = prepare_run(args_for(model, corpus, tmp_path / "out", task="masked-lm"))
+
+    def mask_first(input_ids, attention_mask, rng):
+        labels = np.full(input_ids.shape, -100)
+        labels[:, 1] = input_ids[:, 1]
+        masked = input_ids.copy()
+        masked[:, 1] = 4  # [MASK]
+        return masked, labels
+
+    run.with_masker(mask_first)
+    batch = next(iter(run.steps())).batches[0]
+    assert (batch["input_ids"][:, 1] == 4).all() and ((batch["labels"] != -100).sum(axis=1) == 1).all()
+    assert run.loader.dataset is run.train_data

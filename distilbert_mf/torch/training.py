@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STATE_FILE",
     "STATE_META_FILE",
+    "apply_update",
     "autocast",
     "create_optimizer",
     "fit",
@@ -184,8 +185,20 @@ def train_step(
             loss = model(**batch).loss
         (loss / count if count > 1 else loss).backward()
         losses.append(loss.detach())
-    params = [p for p in model.parameters() if p.grad is not None]  # model order, as the Trainer clips (the norm's
-    # sum of squares is rounded in that order)
+    grad_norm = apply_update(model, optimizer, learning_rate=learning_rate, max_grad_norm=max_grad_norm)
+    mean = losses[0] if count == 1 else torch.stack(losses).float().mean()
+    return float(mean), grad_norm
+
+
+def apply_update(
+    model: nn.Module, optimizer: torch.optim.Optimizer, *, learning_rate: float, max_grad_norm: float | None
+) -> float:
+    """The end of an update once the gradients are in: clip to ``max_grad_norm`` (None or 0: no clipping), set the
+    learning rate, ``optimizer.step()``, clear the gradients. Returns the global gradient norm before clipping.
+
+    The norm is taken over ``model.parameters()`` in the model's order, as the Trainer clips (the sum of squares is
+    rounded in that order)."""
+    params = [p for p in model.parameters() if p.grad is not None]
     if max_grad_norm:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     else:
@@ -194,8 +207,7 @@ def train_step(
         group["lr"] = learning_rate
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    mean = losses[0] if count == 1 else torch.stack(losses).float().mean()
-    return float(mean), float(grad_norm)
+    return float(grad_norm)
 
 
 @torch.no_grad()

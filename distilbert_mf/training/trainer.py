@@ -470,23 +470,32 @@ def hold_interrupts() -> Iterator[None]:
 
 @dataclass
 class _Tally:
-    """Running sums the logs need; stored in each checkpoint so a resumed run logs what an uninterrupted one does."""
+    """Running sums the logs need; stored in each checkpoint so a resumed run logs what an uninterrupted one does.
+
+    ``extra`` holds, per name, the sum and count of values passed as ``end_step(extra=...)`` since the last log."""
 
     loss_since_log: float = 0.0
     steps_since_log: int = 0
     loss_total: float = 0.0
     steps_total: int = 0
+    extra: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count]
 
-    def add(self, loss: float) -> None:
+    def add(self, loss: float, extra: Mapping[str, float] | None = None) -> None:
         self.loss_since_log += loss
         self.steps_since_log += 1
         self.loss_total += loss
         self.steps_total += 1
+        for name, value in (extra or {}).items():
+            total = self.extra.setdefault(str(name), [0.0, 0])
+            total[0] += float(value)
+            total[1] += 1
 
-    def take_log(self) -> float:
+    def take_log(self) -> tuple[float, dict[str, float]]:
+        """(mean loss, {name: mean extra value}) since the last log; the sums start again."""
         mean = self.loss_since_log / self.steps_since_log
-        self.loss_since_log, self.steps_since_log = 0.0, 0
-        return mean
+        extra = {name: total / count for name, (total, count) in self.extra.items() if count}
+        self.loss_since_log, self.steps_since_log, self.extra = 0.0, 0, {}
+        return mean, extra
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -499,6 +508,7 @@ class _Tally:
             steps_since_log=int(data.get("steps_since_log", 0)),
             loss_total=float(data.get("loss_total", 0.0)),
             steps_total=int(data.get("steps_total", 0)),
+            extra={str(k): [float(v[0]), int(v[1])] for k, v in dict(data.get("extra") or {}).items()},
         )
 
 
@@ -595,6 +605,12 @@ class TrainingRun:
             model.load_canonical_state_dict(self.new_weights, strict=False)
         return model
 
+    def with_masker(self, masker: Callable[..., Any]) -> None:
+        """Mask the training batches with ``masker`` (masked LM; e.g. distillation's frequency masker) from now on:
+        ``train_data`` and the loader's dataset are replaced by ``train_data.with_masker(masker)``."""
+        self.train_data = self.train_data.with_masker(masker)
+        self.loader.dataset = self.train_data
+
     def decays(self, canonical_name: str) -> bool:
         """Whether weight decay applies to a parameter (transformers' rule: not to biases and LayerNorm weights)."""
         return not no_weight_decay(canonical_name)
@@ -641,13 +657,15 @@ class TrainingRun:
         learning_rate: float,
         save: Callable[[Path], None],
         predict: Callable[[dict[str, np.ndarray]], Mapping[str, Any]],
+        extra: Mapping[str, float] | None = None,
     ) -> None:
         """Record update ``step`` (its mean micro-batch ``loss``, the gradient norm before clipping, the learning
         rate it used); log, evaluate and save a checkpoint when due.
 
         ``save(folder)`` writes the framework's files (weights, optimizer, RNG state) into ``folder``;
         ``predict(batch)`` returns a numpy batch's outputs as numpy (``logits`` / ``start_logits`` +
-        ``end_logits``, and ``loss`` when the batch has labels), in evaluation mode."""
+        ``end_logits``, and ``loss`` when the batch has labels), in evaluation mode. ``extra`` (e.g. the loss
+        components of distillation) is averaged since the last log like ``loss`` and logged beside it."""
         now = time.perf_counter()
         if self._mark is not None:
             self._train_seconds += now - self._mark
@@ -663,14 +681,15 @@ class TrainingRun:
         state.total_flos += float(self._flops_per_token * tokens)
         if not math.isfinite(loss):
             raise TrainingDivergedError(self._diverged(step.global_step, loss))
-        self._tally.add(loss)
+        self._tally.add(loss, extra)
         self._update_bar(loss, learning_rate)
         args = self.args
         last = step.global_step >= self.plan.max_steps
         epoch_end = step.position.batch_index == 0 and step.position.epoch > step.epoch
         if step.global_step % args.logging_steps == 0 or (step.global_step == 1 and args.logging_first_step):
+            mean, extra_means = self._tally.take_log()
             entry = state.log_training(
-                loss=self._tally.take_log(), learning_rate=float(learning_rate), grad_norm=grad_norm
+                loss=mean, learning_rate=float(learning_rate), grad_norm=grad_norm, **extra_means
             )
             logger.info("%s", entry)
         if self.eval_data is not None and (
