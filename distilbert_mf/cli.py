@@ -2,7 +2,8 @@
 
 Subcommands: ``run`` (a pipeline over input lines, one JSON result per line), ``convert`` (checkpoint formats),
 ``parity`` (one checkpoint in every framework, compared), ``env`` (versions and devices), ``export`` (serving
-artifacts, verified) and ``train`` (fine-tuning in PyTorch, Keras or Flax). Results go to stdout; logging, progress bars and errors go to stderr.
+artifacts, verified), ``train`` (fine-tuning in PyTorch, Keras or Flax) and ``distill`` (a smaller student from a
+teacher). Results go to stdout; logging, progress bars and errors go to stderr.
 
 Exit status, the same for every subcommand:
 
@@ -1065,7 +1066,8 @@ def _config_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
+def _train_arguments(parser: argparse.ArgumentParser, *, distill: bool = False) -> None:
+    """The options of ``train`` (``distill``: the same, with ``--task`` and ``--model`` optional)."""
     from distilbert_mf.training.data import TASK_ALIASES, TASKS
     from distilbert_mf.training.readers import FORMATS
     from distilbert_mf.training.trainer import STRATEGIES
@@ -1073,8 +1075,21 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     flag = {"action": "store_true", "default": None}
     switch = {"action": argparse.BooleanOptionalAction, "default": None}
     run = parser.add_argument_group("model and data")
-    run.add_argument("--task", required=True, help=f"{', '.join(TASKS)} (aliases {', '.join(sorted(TASK_ALIASES))})")
-    run.add_argument("--model", required=True, help="starting model: folder, Hub repo id or built-in short name")
+    if distill:
+        run.add_argument(
+            "--task",
+            help="masked-lm (general distillation, one document per line; the default), text-classification, "
+            "token-classification or question-answering (task-specific, with a fine-tuned teacher)",
+        )
+        run.add_argument(
+            "--model",
+            help="the student's starting checkpoint; default: built from the teacher's --student-layers into "
+            "OUTPUT_DIR/student-init",
+        )
+    else:
+        tasks = f"{', '.join(TASKS)} (aliases {', '.join(sorted(TASK_ALIASES))})"
+        run.add_argument("--task", required=True, help=tasks)
+        run.add_argument("--model", required=True, help="starting model: folder, Hub repo id or built-in short name")
     run.add_argument("--train-file", required=True, help="TSV, CSV, JSON Lines, SQuAD JSON, CoNLL or text file")
     run.add_argument("--validation-file", help="evaluation data, same format (labels must be seen in training)")
     run.add_argument("--output-dir", required=True, help="the run folder")
@@ -1167,12 +1182,13 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 # CLI destinations that are not TrainingArguments fields of the same name
 _TRAIN_CLI_ONLY = ("command", "verbose", "_command", "config_override", "framework")
+_RUN_LOGGERS = ("distilbert_mf.training.trainer", "distilbert_mf.training.state")
 
 
-def _train(args: argparse.Namespace) -> int:
-    """Train, then print one JSON summary line."""
+def _training_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The given options of ``train`` / ``distill`` as ``TrainingArguments`` keywords (unset ones left to the
+    dataclass defaults)."""
     from distilbert_mf.frameworks import available_frameworks
-    from distilbert_mf.training.trainer import TrainingArguments, TrainingDivergedError, train
 
     values = {k: v for k, v in vars(args).items() if k not in _TRAIN_CLI_ONLY and v is not None}
     if args.framework is None:
@@ -1194,11 +1210,18 @@ def _train(args: argparse.Namespace) -> int:
             raise CLIError(f"--config-override {key}= is given twice")
         overrides[key] = value
     values["config_overrides"] = overrides
+    return values
+
+
+def _run_training(args: argparse.Namespace, run: Callable[[], Any], loggers: Sequence[str] = _RUN_LOGGERS) -> int:
+    """Run ``run()`` (train / distill) with the run's log lines at INFO, print the one-line JSON summary."""
+    from distilbert_mf.training.trainer import TrainingDivergedError
+
     if not args.verbose:  # the run's log lines (log_history entries, checkpoints) without everyone's INFO
-        for name in ("distilbert_mf.training.trainer", "distilbert_mf.training.state"):
+        for name in loggers:
             logging.getLogger(name).setLevel(logging.INFO)
     try:
-        output = train(TrainingArguments(**values))
+        output = run()
     except TrainingDivergedError as err:
         raise CLIError(str(err)) from err
     summary = {
@@ -1211,6 +1234,14 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Train, then print one JSON summary line."""
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    arguments = TrainingArguments(**_training_values(args))
+    return _run_training(args, lambda: train(arguments))
+
+
 register(
     Command(
         "train",
@@ -1218,6 +1249,83 @@ register(
         _train_arguments,
         _train,
         epilog=TRAIN_EPILOG,
+    )
+)
+
+
+# -- distill --------------------------------------------------------------------------------------------------------
+DISTILL_EPILOG = """\
+Every train option applies to the student's run. The run folder is train's (config.json, model.safetensors, tokenizer
+files, trainer_state.json, eval_results.json, checkpoint-N/, training_curves.png) plus student-init/ (the student
+built from the teacher's --student-layers), distillation.json (teacher, layers, loss weights; checked on resume) and,
+in each log_history entry, the loss components beside loss: loss_ce, loss_mlm, loss_cos, loss_mse (general) or
+loss_task (task-specific). Without --learning-rate etc., general distillation takes DistilBERT's recipe (lr 5e-4,
+betas 0.9 / 0.98, eps 1e-6, 5 % warm-up, clipping at 5.0); task-specific distillation the fine-tuning defaults.
+
+examples:
+  distilbert-mf distill --teacher distilbert/distilbert-base-uncased --train-file corpus.txt --output-dir student \\
+      --student-layers 0 2 4 --max-steps 10000 --per-device-train-batch-size 32
+  distilbert-mf distill --task text-classification --teacher ./sst2-teacher --train-file train.tsv \\
+      --validation-file dev.tsv --output-dir sst2-student --student-layers every_other
+
+exit status as train: 0 done; 2 an error before the first step (or a diverged loss); 3 internal; 130 interrupted.
+"""
+
+
+def _student_layers(values: list[str]) -> tuple[int, ...] | str:
+    """``--student-layers 0 2 4`` -> (0, 2, 4); ``distilbert`` / ``every_other`` stay names."""
+    if len(values) == 1 and values[0] in ("distilbert", "every_other"):
+        return values[0]
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise CLIError(
+            f"--student-layers takes teacher layer numbers (e.g. 0 2 4) or one of distilbert, every_other; got "
+            f"{' '.join(values)}"
+        ) from None
+
+
+def _distill_arguments(parser: argparse.ArgumentParser) -> None:
+    _train_arguments(parser, distill=True)
+    group = parser.add_argument_group("distillation")
+    group.add_argument("--teacher", required=True, help="the teacher: folder, Hub repo id or built-in name")
+    group.add_argument(
+        "--student-layers",
+        nargs="+",
+        metavar="LAYER",
+        help="teacher layers the student keeps: numbers, or distilbert (default) / every_other",
+    )
+    group.add_argument("--temperature", type=float, help="soft-target temperature (default 2.0)")
+    group.add_argument("--alpha-ce", type=float, help="soft-target weight (default 5.0 general, 0.5 task-specific)")
+    group.add_argument("--alpha-mlm", type=float, help="general: masked-LM loss weight (default 2.0)")
+    group.add_argument("--alpha-cos", type=float, help="general: hidden-state cosine weight (default 1.0)")
+    group.add_argument("--alpha-mse", type=float, help="general: logit MSE weight (default 0.0)")
+    group.add_argument("--alpha-task", type=float, help="task-specific: true-label loss weight (default 0.5)")
+    group.add_argument(
+        "--restrict-ce-to-mask", action="store_true", default=None, help="general: soft targets on masked tokens only"
+    )
+    group.add_argument("--mlm-smoothing", type=float, help="general: masking probability count ** -x (default 0.7)")
+    group.add_argument("--teacher-bf16", action="store_true", default=None, help="run the teacher in bfloat16")
+
+
+def _distill(args: argparse.Namespace) -> int:
+    """Distil, then print one JSON summary line."""
+    from distilbert_mf.distillation.run import DistillationArguments, distill
+
+    values = _training_values(args)
+    if "student_layers" in values:
+        values["student_layers"] = _student_layers(values["student_layers"])
+    arguments = DistillationArguments(**values)
+    return _run_training(args, lambda: distill(arguments), (*_RUN_LOGGERS, "distilbert_mf.distillation.run"))
+
+
+register(
+    Command(
+        "distill",
+        "distil a teacher into a smaller student (DistilBERT's losses), PyTorch; Keras / Flax loops to come",
+        _distill_arguments,
+        _distill,
+        epilog=DISTILL_EPILOG,
     )
 )
 

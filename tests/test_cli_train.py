@@ -137,3 +137,18 @@ def test_bad_config_override_is_a_usage_error(files, tmp_path, capsys):
         cli.main(_argv(files, tmp_path / "out", "--config-override", "dropout"))
     assert exit_info.value.code == 2
     assert "expected KEY=VALUE (e.g. dropout=0.0), got 'dropout'" in capsys.readouterr().err
+
+
+def test_distill_has_every_distillation_flag_and_optional_task_and_model():
+    from distilbert_mf.distillation.run import DistillationArguments
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["distill"]
+    actions = {option: action for action in sub._actions for option in action.option_strings}
+    for f in dataclasses.fields(DistillationArguments):
+        flag = NOT_FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+        assert flag in actions, f"DistillationArguments.{f.name} has no {flag}"
+    assert not actions["--task"].required and not actions["--model"].required and actions["--teacher"].required
+    assert cli._student_layers(["0", "2", "4"]) == (0, 2, 4) and cli._student_layers(["every_other"]) == "every_other"
+    with pytest.raises(cli.CLIError, match=r"--student-layers takes teacher layer numbers .* got 0 x"):
+        cli._student_layers(["0", "x"])
