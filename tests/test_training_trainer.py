@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 
 import numpy as np
@@ -424,3 +425,31 @@ def test_with_masker_masks_the_training_batches(tmp_path, model):
     batch = next(iter(run.steps())).batches[0]
     assert (batch["input_ids"][:, 1] == 4).all() and ((batch["labels"] != -100).sum(axis=1) == 1).all()
     assert run.loader.dataset is run.train_data
+
+
+@needs_framework
+def test_progress_bar_shows_loss_learning_rate_and_throughput(tmp_path, model, sentiment, monkeypatch):
+    from distilbert_mf import cli
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, desc, unit, **kwargs):
+            self.total, self.kwargs, self.texts, self.n = total, kwargs, [], 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def step(self, text):
+            self.texts.append(text)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(cli, "Progress", Recorder)
+    run = prepare_run(args_for(model, sentiment, tmp_path / "out", max_steps=4, progress=True, save_strategy="no"))
+    FakeFramework(run).fit()
+    (bar,) = bars
+    assert (bar.total, bar.n, bar.kwargs["enabled"], bar.closed) == (4, 4, True, True)
+    assert re.fullmatch(r"loss 0\.251, lr 0\.0005, [0-9.]+ seq/s", bar.texts[-1]), bar.texts[-1]
