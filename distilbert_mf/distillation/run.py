@@ -1,6 +1,6 @@
 """The framework-neutral distillation driver: ``distill(DistillationArguments(...))``, on top of the fine-tuning run.
 
-A distillation run is a fine-tuning run of the student (:func:`~distilbert_mf.training.trainer.prepare_run`: the
+A distillation run, in PyTorch, Keras (TensorFlow backend) or Flax, is a fine-tuning run of the student (:func:`~distilbert_mf.training.trainer.prepare_run`: the
 same data layer, options, progress bar, ``log_history``, checkpoints, resume, Ctrl-C and run folder), plus a
 teacher and a loss. Each framework writes its loop (``distilbert_mf.<framework>.distillation.distil(drun)``): the
 teacher's forward pass without gradients, the student's forward and backward through the framework's
@@ -478,10 +478,4 @@ def distill(args: DistillationArguments) -> TrainOutput:
             f"framework {args.framework!r} is not installed: pip install 'distilbert-mf[{EXTRAS[args.framework]}]'"
         )
     drun = prepare_distillation(args)
-    module = importlib.import_module(f"{FRAMEWORKS[args.framework][0]}.distillation")
-    if not hasattr(module, "distil"):
-        raise NotImplementedError(
-            f"the {args.framework!r} distillation loop is not written yet; use framework='pt' (the losses are in "
-            f"{module.__name__})"
-        )
-    return module.distil(drun)
+    return importlib.import_module(f"{FRAMEWORKS[args.framework][0]}.distillation").distil(drun)

@@ -18,14 +18,41 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
 
 from distilbert_mf.distillation import losses as dl
-from distilbert_mf.flax.modeling import OPS, class_loss, cross_entropy, question_answering_loss
+from distilbert_mf.flax.modeling import (
+    OPS,
+    FlaxDistilBertPreTrainedModel,
+    class_loss,
+    cross_entropy,
+    question_answering_loss,
+)
+from distilbert_mf.flax.training import (
+    apply_step,
+    create_optimizer,
+    load_model,
+    load_training_state,
+    save_training_state,
+    train_step_for,
+)
 from distilbert_mf.modeling_utils import IGNORE_INDEX
+from distilbert_mf.training.trainer import hold_interrupts
+
+if TYPE_CHECKING:
+    from distilbert_mf.distillation.run import DistillationRun
+    from distilbert_mf.training.trainer import TrainOutput
+
+logger = logging.getLogger(__name__)
 
 
 def as_input(x: Any) -> Any:
@@ -197,8 +224,134 @@ def question_answering_distillation_loss(
     return dl.weighted(losses, {"loss_ce": alpha_ce, "loss_task": alpha_task})
 
 
+LOSSES = {  # DistillationRun.loss_name -> the function
+    "distillation_loss": distillation_loss,
+    "sequence_classification_distillation_loss": sequence_classification_distillation_loss,
+    "token_classification_distillation_loss": token_classification_distillation_loss,
+    "question_answering_distillation_loss": question_answering_distillation_loss,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The distillation loop (the optimizer, batches, checkpoints and resume are the fine-tuning loop's)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(drun: DistillationRun) -> FlaxDistilBertPreTrainedModel:
+    """The teacher in eval mode (no dropout); bfloat16 weights and compute with ``teacher_bf16``."""
+    dtype = jnp.bfloat16 if drun.teacher_dtype is not None else None
+    teacher = drun.load_teacher(dtype=dtype, param_dtype=dtype)
+    teacher.eval()
+    return teacher
+
+
+class DistilStep:
+    """Runs distillation updates of ``student`` against ``teacher`` from numpy micro-batches.
+
+    Two ``nnx.jit`` functions bound with ``nnx.cached_partial``: the update of one micro-batch (teacher forward,
+    student forward and gradient, optimizer update) and the accumulation of a micro-batch's gradient (applied with
+    :func:`distilbert_mf.flax.training.apply_step`). Gradients are taken with respect to the student's parameters
+    only, and the loss stops gradients at the teacher's outputs. Batches, the evaluation forward and the snapshots
+    are the fine-tuning :class:`~distilbert_mf.flax.training.TrainStep`'s (``self.base``)."""
+
+    def __init__(
+        self,
+        drun: DistillationRun,
+        student: FlaxDistilBertPreTrainedModel,
+        teacher: FlaxDistilBertPreTrainedModel,
+        optimizer: nnx.Optimizer,
+    ) -> None:
+        self.drun = drun
+        self.base = train_step_for(drun.run, student, optimizer)  # leaves the student in training mode
+        loss, options, hidden = LOSSES[drun.loss_name], dict(drun.loss_options), drun.output_hidden_states
+
+        def objective(student: Any, teacher_out: Any, inputs: Any, targets: Any, scale: jax.Array) -> tuple:
+            losses = loss(student(**inputs, output_hidden_states=hidden), teacher_out, **targets, **options)
+            return losses["loss"] * scale, losses
+
+        @nnx.jit
+        def update(student: Any, teacher: Any, optimizer: Any, inputs: Any, targets: Any) -> tuple:
+            teacher_out = teacher(**inputs, output_hidden_states=hidden)
+            grad_fn = nnx.value_and_grad(objective, has_aux=True)
+            (_, losses), grads = grad_fn(student, teacher_out, inputs, targets, jnp.float32(1.0))
+            grad_norm = optax.tree.norm(grads)
+            optimizer.update(student, grads)
+            return losses, grad_norm
+
+        @nnx.jit
+        def accumulate(student: Any, teacher: Any, inputs: Any, targets: Any, grads: Any, scale: jax.Array) -> tuple:
+            teacher_out = teacher(**inputs, output_hidden_states=hidden)
+            (_, losses), micro = nnx.value_and_grad(objective, has_aux=True)(
+                student, teacher_out, inputs, targets, scale
+            )
+            return losses, jax.tree.map(jnp.add, grads, micro)
+
+        teacher.eval()
+        self._update = nnx.cached_partial(update, student, teacher, optimizer)
+        self._accumulate = nnx.cached_partial(accumulate, student, teacher)
+        self._apply = nnx.cached_partial(apply_step, student, optimizer)
+        self._zeros = jax.tree.map(jnp.zeros_like, nnx.state(student, nnx.Param))  # the accumulators' start
+
+    def __call__(self, batches: list[Mapping[str, np.ndarray]]) -> tuple[dict[str, float], float]:
+        """One update from one step's micro-batches -> (the mean micro-batch losses by name, grad norm)."""
+        if not batches:
+            raise ValueError("an update needs at least one micro-batch, got none")
+        parts = [self.drun.split(self.base.device_batch(batch)) for batch in batches]
+        if len(parts) == 1:
+            losses, grad_norm = self._update(*parts[0])
+            return {name: float(value) for name, value in losses.items()}, float(grad_norm)
+        scale = jnp.float32(1.0 / len(parts))
+        grads, sums = self._zeros, {}
+        for inputs, targets in parts:
+            losses, grads = self._accumulate(inputs, targets, grads, scale)
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+        grad_norm = self._apply(grads)
+        return {name: total / len(parts) for name, total in sums.items()}, float(grad_norm)
+
+
+def distil(drun: DistillationRun) -> TrainOutput:
+    """Distil with Flax: :func:`distilbert_mf.flax.training.fit`'s loop with the teacher and the distillation loss;
+    logging, evaluation (the student's), checkpoints, resume and Ctrl-C through the run."""
+    run = drun.run
+    student = load_model(run)
+    teacher = load_teacher(drun)
+    optimizer = create_optimizer(student, run)
+    if run.resume_dir is not None:
+        load_training_state(run.resume_dir, student, optimizer)
+        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
+    step_fn = DistilStep(drun, student, teacher, optimizer)
+
+    def save(folder: Path) -> None:
+        save_training_state(folder, student, optimizer)
+
+    completed = step_fn.base.snapshot()
+    try:
+        for step in run.steps():
+            learning_rate = run.schedule(step.global_step - 1)
+            with hold_interrupts():
+                losses, grad_norm = step_fn(step.batches)
+                completed = step_fn.base.snapshot()
+                drun.end_step(
+                    step,
+                    losses=losses,
+                    grad_norm=grad_norm,
+                    learning_rate=learning_rate,
+                    save=save,
+                    predict=step_fn.base.predict,
+                )
+    except KeyboardInterrupt:
+        step_fn.base.restore(completed)
+        drun.interrupted(save)
+        raise
+    return drun.finish(save_model=student.save_pretrained, predict=step_fn.base.predict)
+
+
 __all__ = [
+    "DistilStep",
+    "distil",
     "distillation_loss",
+    "load_teacher",
     "question_answering_distillation_loss",
     "sequence_classification_distillation_loss",
     "soft_target_loss",

@@ -16,13 +16,39 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import keras
+import numpy as np
 from keras import ops
 
 from distilbert_mf.distillation import losses as dl
 from distilbert_mf.modeling_utils import IGNORE_INDEX
-from distilbert_mf.tensorflow.modeling import OPS, class_loss, cross_entropy, question_answering_loss
+from distilbert_mf.tensorflow.modeling import (
+    OPS,
+    TFDistilBertPreTrainedModel,
+    class_loss,
+    cross_entropy,
+    question_answering_loss,
+)
+from distilbert_mf.tensorflow.training import (
+    Predictor,
+    PyTorchAdamW,
+    create_optimizer,
+    load_model,
+    load_training_state,
+    save_training_state,
+)
+from distilbert_mf.training.trainer import hold_interrupts
+
+if TYPE_CHECKING:
+    from distilbert_mf.distillation.run import DistillationRun
+    from distilbert_mf.training.trainer import TrainOutput
+
+logger = logging.getLogger(__name__)
 
 
 def as_input(x: Any) -> Any:
@@ -196,8 +222,120 @@ def question_answering_distillation_loss(
     return dl.weighted(losses, {"loss_ce": alpha_ce, "loss_task": alpha_task})
 
 
+LOSSES = {  # DistillationRun.loss_name -> the function
+    "distillation_loss": distillation_loss,
+    "sequence_classification_distillation_loss": sequence_classification_distillation_loss,
+    "token_classification_distillation_loss": token_classification_distillation_loss,
+    "question_answering_distillation_loss": question_answering_distillation_loss,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The distillation loop (the optimizer, checkpoints and resume are the fine-tuning loop's)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(drun: DistillationRun) -> TFDistilBertPreTrainedModel:
+    """The teacher, frozen (``trainable = False``; called with ``training=False``: no dropout); in bfloat16 with
+    ``teacher_bf16``."""
+    teacher = drun.load_teacher(dtype="bfloat16" if drun.teacher_dtype is not None else None)
+    teacher.trainable = False
+    return teacher
+
+
+class DistilStep:
+    """Runs distillation updates of ``student`` against ``teacher`` from numpy micro-batches (TensorFlow backend).
+
+    One ``tf.function`` per micro-batch: the teacher's forward, the student's forward under a ``GradientTape``
+    (gradients of the student's trainable variables only), then :class:`~distilbert_mf.tensorflow.training.PyTorchAdamW`
+    ``apply``, which accumulates the micro-batches of an update and applies PyTorch's AdamW rule on the last one."""
+
+    def __init__(
+        self,
+        drun: DistillationRun,
+        student: TFDistilBertPreTrainedModel,
+        teacher: TFDistilBertPreTrainedModel,
+        optimizer: PyTorchAdamW,
+    ) -> None:
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError(
+                f"the Keras distillation loop runs under KERAS_BACKEND=tensorflow, not {keras.backend.backend()!r} "
+                "(the losses themselves run under every backend)"
+            )
+        import tensorflow as tf
+
+        self.drun, self.optimizer = drun, optimizer
+        loss, options, hidden = LOSSES[drun.loss_name], dict(drun.loss_options), drun.output_hidden_states
+        variables = list(student.trainable_variables)
+
+        def micro_step(inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+            teacher_out = teacher(inputs, output_hidden_states=hidden, training=False)
+            with tf.GradientTape() as tape:
+                out = student(inputs, output_hidden_states=hidden, training=True)
+                losses = loss(out, teacher_out, **targets, **options)
+            grads = tape.gradient(losses["loss"], variables)
+            pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+            optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+            return losses
+
+        self._step = tf.function(micro_step, reduce_retracing=True)
+
+    def __call__(self, batches: list[Mapping[str, np.ndarray]]) -> tuple[dict[str, float], float]:
+        """One update from one step's micro-batches -> (the mean micro-batch losses by name, grad norm)."""
+        if not batches:
+            raise ValueError("an update needs at least one micro-batch, got none")
+        self.optimizer.set_micro_batches(len(batches))
+        sums: dict[str, float] = {}
+        for batch in batches:
+            losses = self._step(*self.drun.split(batch))
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+        grad_norm = float(np.asarray(ops.convert_to_numpy(self.optimizer.grad_norm)))
+        return {name: total / len(batches) for name, total in sums.items()}, grad_norm
+
+
+def distil(drun: DistillationRun) -> TrainOutput:
+    """Distil with Keras (TensorFlow backend): the fine-tuning loop's optimizer, state and predictor with the
+    teacher and the distillation loss; logging, evaluation (the student's), checkpoints, resume and Ctrl-C through
+    the run."""
+    run = drun.run
+    student = load_model(run)
+    teacher = load_teacher(drun)
+    optimizer = create_optimizer(student, run)
+    if run.resume_dir is not None:
+        load_training_state(run.resume_dir, student, optimizer)
+        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
+    step_fn = DistilStep(drun, student, teacher, optimizer)
+    predict = Predictor(student, widen=dict, jit_compile=False)
+
+    def save(folder: Path) -> None:
+        save_training_state(folder, student, optimizer)
+
+    try:
+        for step in run.steps():
+            learning_rate = run.schedule(step.global_step - 1)
+            with hold_interrupts():
+                losses, grad_norm = step_fn(step.batches)
+                drun.end_step(
+                    step,
+                    losses=losses,
+                    grad_norm=grad_norm,
+                    learning_rate=learning_rate,
+                    save=save,
+                    predict=predict,
+                )
+    except KeyboardInterrupt:
+        optimizer.reset_accumulation()
+        drun.interrupted(save)
+        raise
+    return drun.finish(save_model=student.save_pretrained, predict=predict)
+
+
 __all__ = [
+    "DistilStep",
+    "distil",
     "distillation_loss",
+    "load_teacher",
     "question_answering_distillation_loss",
     "sequence_classification_distillation_loss",
     "soft_target_loss",
