@@ -646,7 +646,10 @@ class TrainingRun:
         self._bar = Progress(self.plan.max_steps, "train", "step", delay=0.0, enabled=self.args.progress, leave=True)
         self._bar.update(self.state.global_step)
         self._started = self._mark = time.perf_counter()
-        yield from iter_steps(self.loader, self.plan, start=self.start, global_step=self.state.global_step)
+        try:
+            yield from iter_steps(self.loader, self.plan, start=self.start, global_step=self.state.global_step)
+        finally:  # the loop ended, raised or was left: the bar goes (finish and interrupted close it too)
+            self._close_bar()
 
     def end_step(
         self,
@@ -812,7 +815,10 @@ class TrainingRun:
         self._close_bar()
         step = self.state.global_step
         if step == self._saved_step:
-            path = self.output_dir / f"checkpoint-{step}" if step else None
+            if step == self._initial_step and self.resume_dir is not None:
+                path: Path | None = self.resume_dir  # nothing done since the resume
+            else:
+                path = self.output_dir / f"checkpoint-{step}" if step else None
             logger.warning("interrupted at update %d; %s", step, f"{path} holds it" if path else "nothing to save")
             return path
         if step == 0:
