@@ -29,8 +29,8 @@ What it adds to the fine-tuning run:
   linear decay, clipping at 5.0); task-specific distillation takes the fine-tuning defaults (transformers', as
   Hugging Face's SQuAD distillation script).
 - **The loss components** (``loss_ce``, ``loss_mlm``, ``loss_cos``, ``loss_mse`` / ``loss_task``) averaged since
-  the last log, in every training entry of ``log_history`` beside ``loss`` (their sums since the last log are kept in
-  each checkpoint's ``distillation_state.json``, so a resumed run logs what an uninterrupted one does).
+  the last log, in every training entry of ``log_history`` beside ``loss`` (the run's ``end_step(extra=...)``: kept
+  in each checkpoint, so a resumed run logs what an uninterrupted one does).
 - **``distillation.json``** in ``output_dir``: the teacher and the loss options; resuming with another teacher or
   other options is refused.
 - **Checks before the first step**: a teacher whose vocabulary differs from the student's, a general-distillation
@@ -49,7 +49,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,6 @@ _FINE_TUNING = {f.name: f.default for f in dataclasses.fields(TrainingArguments)
 RECIPE_GRAD_NORM = -1.0  # max_grad_norm's default: the recipe's (None and 0 keep meaning "no clipping")
 STUDENT_INIT_DIR = "student-init"
 DISTILLATION_FILE = "distillation.json"  # in output_dir: the teacher and the loss options
-DISTILLATION_STATE = "distillation_state.json"  # in each checkpoint: the component sums since the last log
 _TARGETS = {  # task -> batch keys the loss takes (beside the model inputs)
     "masked-lm": ("attention_mask", "labels"),
     "text-classification": ("labels",),
@@ -241,25 +240,6 @@ class DistillationArguments(TrainingArguments):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Components:
-    """Sums of the loss components since the last log (stored in each checkpoint)."""
-
-    sums: dict[str, float] = field(default_factory=dict)
-    count: int = 0
-
-    def add(self, losses: Mapping[str, float]) -> None:
-        for name, value in losses.items():
-            if name != "loss":
-                self.sums[name] = self.sums.get(name, 0.0) + float(value)
-        self.count += 1
-
-    def take(self) -> dict[str, float]:
-        means = {name: total / self.count for name, total in self.sums.items()} if self.count else {}
-        self.sums, self.count = {}, 0
-        return means
-
-
 class DistillationRun:
     """A :class:`~distilbert_mf.training.trainer.TrainingRun` of the student plus the teacher and the loss; built by
     :func:`prepare_distillation`, driven by a framework's ``distil``.
@@ -282,10 +262,6 @@ class DistillationRun:
         self.loss_options = args.weights().as_kwargs()
         self.output_hidden_states = args.general and args.alpha_cos > 0
         self.teacher_dtype = "bfloat16" if args.teacher_bf16 else None
-        self._components = _Components()
-        if run.resume_dir is not None and (run.resume_dir / DISTILLATION_STATE).is_file():
-            stored = read_json(run.resume_dir / DISTILLATION_STATE)
-            self._components = _Components({k: float(v) for k, v in stored["sums"].items()}, int(stored["count"]))
 
     def load_teacher(self, cls: type | None = None, **kwargs: Any) -> Any:
         """The teacher: ``cls.from_pretrained(teacher, dtype=teacher_dtype, ...)`` (default: the run's head class in
@@ -312,42 +288,20 @@ class DistillationRun:
         save: Callable[[Path], None],
         predict: Callable[[dict[str, np.ndarray]], Mapping[str, Any]],
     ) -> None:
-        """:meth:`TrainingRun.end_step` with the update's mean ``losses`` (``loss`` and its components): the
-        components since the last log join that log's entry."""
-        self._components.add(losses)
+        """:meth:`TrainingRun.end_step` with the update's mean ``losses``: ``loss``, and its components as the
+        ``extra`` values averaged into each log entry (kept across a resume by the run)."""
         self.run.end_step(
             step,
             loss=float(losses["loss"]),
             grad_norm=grad_norm,
             learning_rate=learning_rate,
-            save=self.saver(save),
+            save=save,
             predict=predict,
+            extra={name: float(value) for name, value in losses.items() if name != "loss"},
         )
-        self._attach()
-
-    def _attach(self) -> None:
-        """Put the component means into this update's training log entry, when the update logged."""
-        state = self.run.state
-        for entry in reversed(state.log_history):
-            if entry.get("step") != state.global_step:
-                break
-            if "loss" in entry and "learning_rate" in entry:
-                if not any(name.startswith("loss_") for name in entry):
-                    entry.update(self._components.take())
-                return
-
-    def saver(self, save: Callable[[Path], None]) -> Callable[[Path], None]:
-        """``save(folder)`` plus the component sums (the log entry of this update first gets its components)."""
-
-        def save_all(folder: Path) -> None:
-            self._attach()
-            save(folder)
-            write_json(folder / DISTILLATION_STATE, {"sums": self._components.sums, "count": self._components.count})
-
-        return save_all
 
     def interrupted(self, save: Callable[[Path], None]) -> Path | None:
-        return self.run.interrupted(self.saver(save))
+        return self.run.interrupted(save)
 
     def finish(self, *, save_model: Callable[[Path], Any], predict: Callable[..., Mapping[str, Any]]) -> TrainOutput:
         return self.run.finish(save_model=save_model, predict=predict)
@@ -452,8 +406,7 @@ def prepare_distillation(args: DistillationArguments) -> DistillationRun:
             mask_replace_prob=args.mask_replace_prob,
             random_replace_prob=args.random_replace_prob,
         )
-        # every batch the loader draws is masked by frequency from now on (the loader reads its dataset per batch)
-        run.train_data = run.loader.dataset = run.train_data.with_masker(masker)
+        run.with_masker(masker)
     _check_record(args, run)
     logger.info(
         "distilling %s (%d layers) into %s (%d layers): %s %s",

@@ -37,6 +37,7 @@ from distilbert_mf.torch.modeling import (
     question_answering_loss,
 )
 from distilbert_mf.torch.training import (
+    apply_update,
     autocast,
     create_optimizer,
     load_model,
@@ -262,7 +263,8 @@ def distillation_step(
     bf16: bool = False,
 ) -> tuple[dict[str, float], float]:
     """One update from ``batches`` ((model inputs, loss targets) per micro-batch): the teacher's forward without
-    gradients, the student's forward and backward through ``loss(**options)``, clipping, the AdamW step ->
+    gradients, the student's forward and backward through ``loss(**options)``, then the fine-tuning loop's
+    ``apply_update`` (clipping, learning rate, AdamW step) ->
     (the mean micro-batch losses by name, the gradient norm before clipping)."""
     if not batches:
         raise ValueError("an update needs at least one micro-batch, got none")
@@ -278,16 +280,8 @@ def distillation_step(
         (losses["loss"] / count if count > 1 else losses["loss"]).backward()
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float()
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if max_grad_norm:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    for group in optimizer.param_groups:
-        group["lr"] = learning_rate
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {name: float(total) / count for name, total in sums.items()}, float(grad_norm)
+    grad_norm = apply_update(student, optimizer, learning_rate=learning_rate, max_grad_norm=max_grad_norm)
+    return {name: float(total) / count for name, total in sums.items()}, grad_norm
 
 
 def distil(drun: DistillationRun) -> TrainOutput:
