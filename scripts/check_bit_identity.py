@@ -43,6 +43,7 @@ import numpy as np
 logger = logging.getLogger("check_bit_identity")
 
 FRAMEWORKS = ("pt", "tf", "flax")
+# written out here, not imported: the driver must not depend on either source tree it compares
 HEADS = (
     "base",
     "masked_lm",
