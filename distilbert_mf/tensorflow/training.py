@@ -201,6 +201,7 @@ class PyTorchAdamW(keras.optimizers.AdamW):
             **kwargs,
         )
         self.accumulation_steps = int(steps) if steps and steps > 1 else None
+        self._micro_batches = self.accumulation_steps or 1  # mirrors the target variable (no read back)
         self._apply_now: Any = None  # while an update is traced: keep its new values (None: always)
         self._updates = self.add_variable((), dtype="int", name="update_step")  # updates applied
         self._grad_norm = self.add_variable((), dtype="float32", name="grad_norm")  # of the last update
@@ -225,6 +226,11 @@ class PyTorchAdamW(keras.optimizers.AdamW):
             self._target = self.add_variable((), dtype="int", name="micro_batches_per_update")
             self._target.assign(self.accumulation_steps)
 
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches of the update being accumulated (1 without accumulation)."""
+        return self._micro_batches
+
     def set_micro_batches(self, count: int) -> None:
         """The number of micro-batches of the update being accumulated (1..``gradient_accumulation_steps``): the
         run's last update of an epoch may have fewer. Call before that update's first micro-batch."""
@@ -240,15 +246,22 @@ class PyTorchAdamW(keras.optimizers.AdamW):
             or not 1 <= count <= self.accumulation_steps
         ):
             raise ValueError(f"micro-batches per update must be in [1, {self.accumulation_steps}], got {count!r}")
-        self._target.assign(int(count))
+        if not self.built:
+            raise ValueError("build the optimizer (optimizer.build(variables)) before setting its micro-batches")
+        if int(count) != self._micro_batches:
+            self._target.assign(int(count))
+            self._micro_batches = int(count)
 
     def reset_accumulation(self) -> None:
-        """Forget the micro-batches of an unfinished update (after an interruption, or when restoring a state)."""
+        """Forget the micro-batches of an unfinished update (after an interruption, or when restoring a state);
+        the next update has ``gradient_accumulation_steps`` micro-batches unless :meth:`set_micro_batches` says
+        otherwise."""
         if self.accumulation_steps and self.built:
             for accumulator in self._accumulators:
                 accumulator.assign(ops.zeros(accumulator.shape, accumulator.dtype))
             self._micro.assign(0)
             self._target.assign(self.accumulation_steps)
+            self._micro_batches = self.accumulation_steps
 
     def _get_current_learning_rate(self) -> Any:
         if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
@@ -629,7 +642,12 @@ class StepFeed:
         import tensorflow as tf
 
         sample = _model_batch(self._first.batches[0])  # type: ignore[union-attr]
-        signature = {key: tf.TensorSpec([None] * value.ndim, tf.as_dtype(value.dtype)) for key, value in sample.items()}
+        signature = {}
+        for key, value in sample.items():
+            shape = [None] * value.ndim
+            if value.ndim == 3:  # multiple choice (batch, choices, width): every example has the same choices
+                shape[1] = value.shape[1]
+            signature[key] = tf.TensorSpec(shape, tf.as_dtype(value.dtype))
         data = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
         return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
 
@@ -728,7 +746,6 @@ class RunCallback(keras.callbacks.Callback):
         self.save = save
         self.predict = predict
         self._slots = [(update, index) for update, size in enumerate(feed.sizes) for index in range(size)]
-        self._size = 1
         self._losses: list[float] = []
         self._held: contextlib.AbstractContextManager[None] | None = None
         self.reported = 0  # updates reported to the run by this callback
@@ -738,10 +755,8 @@ class RunCallback(keras.callbacks.Callback):
         if index == 0:
             self._held = hold_interrupts()
             self._held.__enter__()
-            size = self.feed.sizes[update]
-            if size != self._size and self.optimizer.accumulation_steps:
-                self.optimizer.set_micro_batches(size)
-            self._size = size
+            if self.optimizer.accumulation_steps:
+                self.optimizer.set_micro_batches(self.feed.sizes[update])
             self._losses = []
         self.model.reset_metrics()
 
@@ -785,21 +800,22 @@ def load_model(run: TrainingRun) -> TFDistilBertPreTrainedModel:
     return run.load_model(dtype="mixed_bfloat16" if run.args.bf16 else None)
 
 
-def fit(run: TrainingRun, *, jit_compile: bool | None = None) -> TrainOutput:
+def fit(run: TrainingRun, *, jit_compile: bool | str = "auto") -> TrainOutput:
     """Train ``run`` with the Keras model: one ``model.fit`` epoch over the run's micro-batches, the model's own
     loss, :class:`PyTorchAdamW`; logging, evaluation and checkpoints through ``run.end_step`` (:class:`RunCallback`);
     Ctrl-C saves a checkpoint of the last completed update (``run.interrupted``).
 
-    ``jit_compile``: XLA for the train and evaluation steps (default: under TensorFlow yes; batch widths are then
-    rounded up to multiples of :data:`WIDTH_MULTIPLE` unless the run pads to a multiple itself)."""
-    backend = keras.backend.backend()
-    jit = (backend in ("tensorflow", "jax")) if jit_compile is None else bool(jit_compile)
+    ``jit_compile``: XLA for the train and evaluation steps, as ``model.compile`` takes it (``"auto"``, Keras'
+    default: XLA where there is an accelerator, not on a CPU-only machine, where compiling costs more than it saves
+    on short runs). Under XLA the batch widths are rounded up to multiples of :data:`WIDTH_MULTIPLE` (unless the run
+    pads to a multiple itself), which bounds the compilations."""
     model = load_model(run)
     optimizer = create_optimizer(model, run)
     if run.resume_dir is not None:
         load_training_state(run.resume_dir, model, optimizer)
         logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
-    model.compile(optimizer=optimizer, jit_compile=jit)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    jit = bool(model.jit_compile)
     feed = StepFeed(run, width_multiple=WIDTH_MULTIPLE if jit and not run.args.pad_to_multiple_of else None)
     predict = Predictor(model, widen=feed.widen, jit_compile=jit)
 
