@@ -364,7 +364,7 @@ def _check_teacher(args: DistillationArguments, run: TrainingRun, teacher_config
             f"{run.config.num_labels} ({list(run.train_data.label_names or [])}); task-specific distillation needs a "
             "teacher fine-tuned on the same labels"
         )
-    names = run.train_data.label_names
+    names = tuple(run.train_data.label_names or ())  # none for question answering (start / end positions)
     teacher_names = [teacher_config.id2label.get(i, teacher_config.id2label.get(str(i))) for i in range(len(names))]
     unnamed = ([f"LABEL_{i}" for i in range(len(names))], [str(i) for i in range(len(names))])
     if names and list(names) not in unnamed and teacher_names not in unnamed and teacher_names != list(names):

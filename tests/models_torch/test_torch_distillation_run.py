@@ -195,6 +195,48 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, teacher, corpus):
         distill(dataclasses.replace(args, resume_from_checkpoint=True, alpha_cos=0.5))
 
 
+TASK_HEADS = {
+    "token-classification": ("token_classification", "eval_f1"),
+    "question-answering": ("question_answering", "eval_exact_match"),
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_HEADS))
+def test_task_distillation_of_tagger_and_reader(tmp_path, task):
+    head, metric = TASK_HEADS[task]
+    data = toy_data(tmp_path / "data", task)
+    labels = {"num_labels": 2} if task == "question-answering" else {"num_labels": 2, "id2label": {0: "B-PER", 1: "O"}}
+    teacher = make_tiny_model(tmp_path / "teacher", head=head, n_layers=3, **labels)
+    args = DistillationArguments(
+        output_dir=str(tmp_path / "run"),
+        task=task,
+        teacher=str(teacher),
+        train_file=str(data[0]),
+        validation_file=str(data[1]),
+        student_layers=(0, 2),
+        max_steps=2,
+        logging_steps=1,
+        save_steps=2,
+        max_seq_length=32,
+        doc_stride=8,
+        config_overrides=dict(NO_DROPOUT),
+        progress=False,
+        teacher_bf16=True,
+    )
+    out = distill(args)
+    for entry in (e for e in out.log_history if "loss" in e):
+        assert entry["loss"] == pytest.approx(0.5 * entry["loss_ce"] + 0.5 * entry["loss_task"], rel=1e-6)
+    assert metric in out.eval_metrics
+
+
+def test_teacher_in_bfloat16(tmp_path, teacher, corpus):
+    drun = prepare_distillation(general_args(tmp_path / "bf16", teacher, corpus, teacher_bf16=True))
+    teacher_model = pt_distillation.load_teacher(drun, torch.device("cpu"))
+    assert {p.dtype for p in teacher_model.parameters()} == {torch.bfloat16}
+    student = pt_training.load_model(drun.run, torch.device("cpu"))
+    assert {p.dtype for p in student.parameters()} == {torch.float32}  # the student keeps float32
+
+
 def test_task_distillation_of_a_classifier(tmp_path):
     data = toy_data(tmp_path / "data", "text-classification")
     teacher = make_tiny_model(tmp_path / "cls-teacher", head="sequence_classification", n_layers=4, num_labels=2)
