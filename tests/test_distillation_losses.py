@@ -6,6 +6,7 @@ gradients between frameworks) is in ``tests/parity/test_distillation_parity.py``
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -329,3 +330,43 @@ def test_loss_modules_import_only_their_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_losses_under_other_backends(backend: str, tmp_path) -> None:
+    """The Keras losses are keras.ops only: under KERAS_BACKEND=jax / torch they give the float64 formulas' values
+    (the backend is fixed at import, hence a subprocess)."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("jax" if backend == "jax" else "torch") is None:
+        pytest.skip(f"{backend} is not installed")
+    student, teacher, kwargs = random_case("distillation_loss", seed=12)
+    np.savez(
+        tmp_path / "case.npz",
+        s_logits=student["logits"],
+        s_hidden=student["hidden_states"][-1],
+        t_logits=teacher["logits"],
+        t_hidden=teacher["hidden_states"][-1],
+        **kwargs,
+    )
+    code = (
+        "import json, sys, keras, numpy as np\n"
+        "from distilbert_mf.tensorflow.distillation import distillation_loss\n"
+        "assert keras.backend.backend() == sys.argv[2], keras.backend.backend()\n"
+        "d = np.load(sys.argv[1])\n"
+        "out = distillation_loss({'logits': d['s_logits'], 'last_hidden_state': d['s_hidden']},\n"
+        "    {'logits': d['t_logits'], 'last_hidden_state': d['t_hidden']},\n"
+        "    attention_mask=d['attention_mask'], labels=d['labels'], alpha_mse=0.5)\n"
+        "print(json.dumps({k: float(keras.ops.convert_to_numpy(v)) for k, v in out.items()}))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "case.npz"), backend], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert_losses(got, reference_general(student, teacher, **kwargs, alpha_mse=0.5))
