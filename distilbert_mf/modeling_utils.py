@@ -80,6 +80,26 @@ class TensorOps(Protocol):
         the values are not known now (inside a trace)."""
 
 
+class ConcreteValueOps:
+    """``value_range`` and ``first_invalid_label`` read from a numpy copy of the values, for frameworks whose
+    tensors may be symbolic (Keras, JAX): a subclass gives ``concrete(x)``, the values now or ``None`` in a trace."""
+
+    @staticmethod
+    def concrete(x: Any) -> Any:
+        raise NotImplementedError
+
+    def value_range(self, x: Any) -> tuple[int, int] | None:
+        values = self.concrete(x)
+        return None if values is None or values.size == 0 else (int(values.min()), int(values.max()))
+
+    def first_invalid_label(self, labels: Any, num_classes: int, ignore_index: int) -> int | None:
+        values = self.concrete(labels)
+        if values is None:
+            return None
+        bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
+        return int(bad.flat[0]) if bad.size else None
+
+
 def _known(dims: Sequence[Any]) -> bool:
     return all(isinstance(d, int) for d in dims)
 

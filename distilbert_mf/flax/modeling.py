@@ -355,7 +355,7 @@ def _concrete(x: Array) -> np.ndarray | None:
     return np.asarray(x)
 
 
-class FlaxOps:
+class FlaxOps(mu.ConcreteValueOps):
     """:class:`distilbert_mf.modeling_utils.TensorOps` for JAX arrays."""
 
     @staticmethod
@@ -366,18 +366,7 @@ class FlaxOps:
     def is_integer(x: Array) -> bool:
         return bool(jnp.issubdtype(x.dtype, jnp.integer))
 
-    @staticmethod
-    def value_range(x: Array) -> tuple[int, int] | None:
-        values = _concrete(x)
-        return None if values is None or values.size == 0 else (int(values.min()), int(values.max()))
-
-    @staticmethod
-    def first_invalid_label(labels: Array, num_classes: int, ignore_index: int) -> int | None:
-        values = _concrete(labels)
-        if values is None:
-            return None
-        bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
-        return int(bad.flat[0]) if bad.size else None
+    concrete = staticmethod(_concrete)
 
 
 OPS = FlaxOps()

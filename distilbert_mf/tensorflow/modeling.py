@@ -286,7 +286,7 @@ def concrete_value(x: Any) -> np.ndarray | None:
     return keras.ops.convert_to_numpy(x)
 
 
-class KerasOps:
+class KerasOps(mu.ConcreteValueOps):
     """:class:`distilbert_mf.modeling_utils.TensorOps` for Keras tensors (values are read only in eager calls)."""
 
     @staticmethod
@@ -297,18 +297,7 @@ class KerasOps:
     def is_integer(x: Any) -> bool:
         return "int" in keras.backend.standardize_dtype(x.dtype)
 
-    @staticmethod
-    def value_range(x: Any) -> tuple[int, int] | None:
-        values = concrete_value(x)
-        return None if values is None or values.size == 0 else (int(values.min()), int(values.max()))
-
-    @staticmethod
-    def first_invalid_label(labels: Any, num_classes: int, ignore_index: int) -> int | None:
-        values = concrete_value(labels)
-        if values is None:
-            return None
-        bad = values[(values != ignore_index) & ((values < 0) | (values >= num_classes))]
-        return int(bad.flat[0]) if bad.size else None
+    concrete = staticmethod(concrete_value)
 
 
 OPS = KerasOps()
