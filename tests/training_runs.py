@@ -199,7 +199,17 @@ def torch_trajectory(config, weights, steps, run):
 
     from distilbert_mf.torch import DistilBertForSequenceClassification
 
-    model = DistilBertForSequenceClassification(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: no thread spin-waits on a busy machine (rounding is the same rule)
+    try:
+        return _torch_trajectory(torch, DistilBertForSequenceClassification, config, weights, steps, run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _torch_trajectory(torch, cls, config, weights, steps, run):
+
+    model = cls(config)
     model.load_canonical_state_dict(weights)
     model.train()
     named = list(model.named_parameters())

@@ -108,6 +108,32 @@ def test_decay_mask_schedule_and_update_rule():
         np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=key)
 
 
+def test_bias_correction_is_pytorchs():
+    """1 - b**t as PyTorch computes it (Python floats), to float32 rounding; optax's float32 power is 2e-5 off for
+    b2 = 0.999, enough to move 200-update trajectories 1e-4 apart. And one update from a constant gradient moves
+    every weight by exactly lr * g / (|g| + eps) (m_hat = g, v_hat = g**2)."""
+    counts = np.arange(1, 2001)
+    for decay in (0.9, 0.98, 0.999, 0.9999):
+        exact = 1.0 - decay ** counts.astype(np.float64)
+        ours = np.asarray(flax_training.bias_correction(decay, jnp.asarray(counts, jnp.int32)), np.float64)
+        np.testing.assert_allclose(ours, exact, rtol=4e-7, err_msg=str(decay))
+    plain = np.asarray(1 - jnp.float32(0.999) ** jnp.asarray(counts[:10], jnp.int32), np.float64)
+    assert np.abs(plain / (1.0 - 0.999 ** counts[:10]) - 1).max() > 1e-5  # what this replaces
+    assert float(flax_training.bias_correction(0.0, jnp.asarray(3))) == 1.0
+
+    config = tiny(**NO_DROPOUT)
+    run = stand_in_run(learning_rate=0.01, weight_decay=0.0, warmup_steps=0, total_steps=10, max_grad_norm=None)
+    model = FlaxDistilBertForSequenceClassification(config, rngs=nnx.Rngs(0))
+    optimizer = flax_training.create_optimizer(model, run)
+    before = model.canonical_state_dict()
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.003), nnx.state(model, nnx.Param))
+    flax_training.apply_step(model, optimizer, grads)
+    step = 0.01 * 0.003 / (0.003 + 1e-8)
+    for key, value in model.canonical_state_dict().items():
+        if key != "distilbert.embeddings.position_embeddings.weight" or not config.sinusoidal_pos_embds:
+            np.testing.assert_allclose(before[key] - value, step, rtol=2e-4, atol=0, err_msg=key)
+
+
 def test_widened_batches_give_the_same_loss_and_outputs():
     """Rounding a batch's width up to a multiple of 8 (pad tokens, mask 0, labels -100) changes no number beyond
     float rounding, and predictions come back at the batch's own width."""
