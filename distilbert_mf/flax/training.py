@@ -66,7 +66,7 @@ from flax import nnx
 from distilbert_mf._io import atomic_path
 from distilbert_mf.flax.loading import canonical_key
 from distilbert_mf.flax.modeling import FlaxDistilBertPreTrainedModel
-from distilbert_mf.training.masking import IGNORE_INDEX
+from distilbert_mf.training.batching import TOKEN_LEVEL_TASKS, widen_batch
 from distilbert_mf.training.schedules import LinearSchedule
 from distilbert_mf.training.state import read_json, write_json
 from distilbert_mf.training.trainer import hold_interrupts
@@ -97,7 +97,6 @@ STATE_FILE = "flax_training_state.safetensors"  # optimizer state + RNG streams,
 STATE_META_FILE = "flax_training_state.json"  # what the arrays are: format version, key implementations, step
 STATE_FORMAT = 1
 WIDTH_MULTIPLE = 8  # batch widths are rounded up to this when the run does not choose (bounds XLA compilations)
-TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm")  # labels (batch, width): padded with -100
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -363,36 +362,6 @@ class TrainStep:
 def _is_sequence_output(key: str, array: np.ndarray) -> bool:
     """Outputs with a width axis at position 1 (start/end logits (batch, width); token logits (batch, width, n))."""
     return key in ("start_logits", "end_logits") or (key == "logits" and array.ndim == 3)
-
-
-def widen_batch(
-    batch: Mapping[str, np.ndarray],
-    multiple: int | None,
-    *,
-    pad_token_id: int,
-    token_level_labels: bool,
-    max_width: int | None = None,
-) -> dict[str, np.ndarray]:
-    """``batch`` padded on its last (width) axis up to a multiple of ``multiple``: ``input_ids`` with
-    ``pad_token_id``, ``attention_mask`` with 0, per-token ``labels`` with -100; other keys as they are."""
-    batch = dict(batch)
-    if multiple is None:
-        return batch
-    width = np.asarray(batch["input_ids"]).shape[-1]
-    target = -(-width // multiple) * multiple
-    if max_width is not None:
-        target = max(width, min(target, int(max_width)))
-    if target == width:
-        return batch
-    fills = {"input_ids": pad_token_id, "attention_mask": 0}
-    if token_level_labels:
-        fills["labels"] = IGNORE_INDEX
-    for key, fill in fills.items():
-        if key in batch:
-            value = np.asarray(batch[key])
-            pad = [(0, 0)] * (value.ndim - 1) + [(0, target - width)]
-            batch[key] = np.pad(value, pad, constant_values=fill)
-    return batch
 
 
 # ----------------------------------------------------------------------------------------------------------------------

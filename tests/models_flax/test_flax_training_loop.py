@@ -30,6 +30,7 @@ from distilbert_mf.flax import (
 )
 from distilbert_mf.flax import training as flax_training
 from distilbert_mf.flax.loading import canonical_key
+from distilbert_mf.training.batching import widen_batch
 from distilbert_mf.training.schedules import no_weight_decay
 
 pytestmark = pytest.mark.flax
@@ -155,7 +156,7 @@ def test_widened_batches_give_the_same_loss_and_outputs():
     np.testing.assert_allclose(b["logits"], a["logits"], atol=1e-5)
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-6)
     # never past the position table
-    capped = flax_training.widen_batch(
+    capped = widen_batch(
         random_batch(rng, config, widths=(62,)), 8, pad_token_id=0, token_level_labels=False, max_width=64
     )
     assert capped["input_ids"].shape[1] == 64
