@@ -6,7 +6,6 @@ examples/package_default_model.py write it.
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -155,52 +154,82 @@ def test_cli_run_uses_the_default_model():
     assert answer["label"] == "POSITIVE" and answer["score"] >= HIGH_SCORE, answer
 
 
-# ------------------------------------------------------------------------------- the recipe's helpers (fast)
+# ------------------------------------------------------------------------------- the recipe (a 2-update smoke run)
 
 
-def _recipe():
+def _example(name: str):
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "train_sentiment.py"
-    spec = importlib.util.spec_from_file_location("train_sentiment", path)
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    spec = importlib.util.spec_from_file_location(name, examples / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-def test_length_grouped_batches_cover_every_example_once_and_are_seeded():
-    recipe = _recipe()
-    lengths = np.random.default_rng(0).integers(3, 65, size=1000)
-    batches = recipe.length_grouped_batches(lengths, 32, np.random.default_rng(7), window=5)
-    again = recipe.length_grouped_batches(lengths, 32, np.random.default_rng(7), window=5)
-    other = recipe.length_grouped_batches(lengths, 32, np.random.default_rng(8), window=5)
-    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
-    assert all(len(b) <= 32 for b in batches)
-    assert [b.tolist() for b in batches] == [b.tolist() for b in again]
-    assert [b.tolist() for b in batches] != [b.tolist() for b in other]
-    padded = sum(len(b) * lengths[b].max() for b in batches)
-    random_order = np.random.default_rng(7).permutation(1000)
-    padded_random = sum(32 * lengths[random_order[i : i + 32]].max() for i in range(0, 1000, 32))
-    assert padded < 0.8 * padded_random  # grouping by length saves padding
+def test_recipe_docstring_shows_the_command_it_runs():
+    recipe = _example("train_sentiment")
+    command = recipe.train_command(
+        model=recipe.BASE_MODEL,
+        data_dir=recipe.ROOT.parent / "shared" / "data" / "glue_sst2",
+        output_dir=recipe.OUTPUT_DIR,
+        framework="pt",
+    )
+    shown = " ".join(recipe.__doc__.replace("\\\n", " ").split())
+    assert recipe.display_command(command) in shown
+    for flag, value in (("--learning-rate", "1e-4"), ("--per-device-train-batch-size", "32"), ("--seed", "42")):
+        assert command[command.index(flag) + 1] == value
+    assert command[command.index("--label-names") + 1 : command.index("--label-names") + 3] == list(LABELS.values())
 
 
-def test_linear_schedule_warms_up_then_decays_to_zero():
-    recipe = _recipe()
-    factors = [recipe.linear_schedule(step, 100, 10) for step in range(101)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
-    assert factors[10] == pytest.approx(1.0) and factors[55] == pytest.approx(0.5) and factors[100] == 0.0
-    assert all(a >= b for a, b in itertools.pairwise(factors[9:]))
+@pytest.mark.slow
+@pytest.mark.torch
+def test_recipe_trains_two_updates_and_packages_into_a_temporary_folder(tmp_path, shared_data):
+    import torch
+    from safetensors import safe_open
 
+    from distilbert_mf import pipeline
+    from distilbert_mf.torch import DistilBertForSequenceClassification
 
-def test_read_tsv(tmp_path, shared_data):
-    recipe = _recipe()
-    sentences, labels = recipe.read_tsv(shared_data / "glue_sst2" / "dev.tsv")
-    assert len(sentences) == 872 and int(labels.sum()) == 444
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("text\tlabel\nfine\t1\n")
-    with pytest.raises(ValueError, match="header"):
-        recipe.read_tsv(bad)
-    bad.write_text("sentence\tlabel\nfine\t2\n")
-    with pytest.raises(ValueError, match="label must be 0 or 1, got '2'"):
-        recipe.read_tsv(bad)
+    recipe = _example("train_sentiment")
+    packager = _example("package_default_model")
+    committed = packager.DEST / "model.safetensors"
+    before = committed.stat().st_mtime_ns if committed.is_file() else None
+    run_dir, dest = tmp_path / "run", tmp_path / "minilm-sst2"
+    paths = ["--output-dir", str(run_dir), "--data-dir", str(shared_data / "glue_sst2")]
+    smoke = ["--max-steps", "2", "--max-train-samples", "64", "--max-eval-samples", "32", "--save-steps", "0"]
+    threads = torch.get_num_threads()
+    try:
+        status = recipe.main([*paths, "--threads", "1", *smoke])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    state = json.loads((run_dir / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["global_step"] == 2 and state["train_batch_size"] == 32
+    assert 0.0 <= json.loads((run_dir / "eval_results.json").read_text(encoding="utf-8"))["eval_accuracy"] <= 1.0
+    record = json.loads((run_dir / recipe.RECIPE_NAME).read_text(encoding="utf-8"))
+    assert record["command"].startswith(
+        "distilbert-mf train --task text-classification --model distilbert-mf/all-minilm-l6-v2 "
+    )
+    assert record["framework"] == "pt" and record["argv"][-2:] == ["--save-steps", "0"]
+    model = DistilBertForSequenceClassification.from_pretrained(run_dir)
+    assert model.config.id2label == LABELS and (model.config.dim, model.config.n_layers) == (384, 6)
+
+    summary = packager.package(
+        run_dir, dest, shared_data / "glue_sst2", overwrite=False, frameworks=["pt"], dev_limit=16
+    )
+    assert set(summary) == {"pt/float32", "pt/bfloat16"}
+    with safe_open(str(dest / "model.safetensors"), "np") as handle:
+        assert {handle.get_slice(key).get_dtype() for key in handle.keys()} == {"BF16"}
+    assert json.loads((dest / "tokenizer_config.json").read_text(encoding="utf-8"))["model_max_length"] == 512
+    card = (dest / "README.md").read_text(encoding="utf-8")
+    for needle in (record["command"], "| `learning_rate` | `1e-4` |", "| `adam_epsilon` | `1e-08` |"):
+        assert needle in card, needle
+    assert "the first 16 of its 872 sentences" in card
+    label = pipeline("text-classification", model=str(dest), framework="pt")(POSITIVE_TEXT)[0]["label"]
+    assert label in LABELS.values()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        packager.package(run_dir, dest, shared_data / "glue_sst2", overwrite=False, frameworks=["pt"], dev_limit=4)
+    after = committed.stat().st_mtime_ns if committed.is_file() else None
+    assert after == before  # the committed model is never touched
