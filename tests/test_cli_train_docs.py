@@ -14,6 +14,7 @@ import pytest
 from distilbert_mf import cli
 
 torch = pytest.importorskip("torch")
+from test_training_guide_docs import one_thread  # noqa: E402, F401  (the fixture: torch at one thread)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "cli.md"
@@ -53,16 +54,9 @@ def _run(command: str, tmp_path: Path, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a busy 2-core machine
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.torch
-def test_train_and_distill_examples_print_what_the_page_shows(shared_data, monkeypatch, capsys, tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_train_and_distill_examples_print_what_the_page_shows(shared_data, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(ROOT)  # the page's paths are relative to the repository root
     summaries = []
     examples = _examples(_section("train")) + _examples(_section("distill"))
