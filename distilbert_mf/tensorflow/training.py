@@ -301,8 +301,9 @@ class PyTorchAdamW(keras.optimizers.AdamW):
             factor = ops.minimum(self.global_clipnorm / (norm + CLIP_EPSILON), 1.0)
             grads = [g * ops.cast(factor, g.dtype) for g in grads]
         self._backend_update_step(grads, trainable_variables, self.learning_rate)
-        self._grad_norm.assign(self._keep(norm, self._grad_norm.value))
-        self._updates.assign(self._keep(self._updates.value + 1, self._updates.value))
+        self._grad_norm.assign(self._keep(norm, ops.convert_to_tensor(self._grad_norm)))
+        updates = ops.convert_to_tensor(self._updates)
+        self._updates.assign(self._keep(updates + 1, updates))
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """PyTorch's AdamW step of one variable (decay, moments, bias-corrected step)."""
@@ -311,8 +312,9 @@ class PyTorchAdamW(keras.optimizers.AdamW):
         g = ops.cast(gradient, dtype)
         t = ops.cast(self._updates + 1, "float32")
         index = self._get_variable_index(variable)
-        m, v = self._momentums[index], self._velocities[index]
-        p = ops.convert_to_tensor(variable)
+        m_slot, v_slot = self._momentums[index], self._velocities[index]
+        m, v, p0 = (ops.convert_to_tensor(x) for x in (m_slot, v_slot, variable))  # values (JAX: no Variables)
+        p = p0
         if self.weight_decay and self._use_weight_decay(variable):
             p = p * (1.0 - lr * ops.cast(self.weight_decay, dtype))
         new_m = m + (g - m) * (1.0 - self.beta_1)
@@ -321,9 +323,9 @@ class PyTorchAdamW(keras.optimizers.AdamW):
         bias2 = ops.cast(_one_minus_power(self.beta_2, t), dtype)
         denom = ops.sqrt(new_v) / ops.sqrt(bias2) + ops.cast(self.epsilon, dtype)
         new_p = p - (lr / bias1) * (new_m / denom)
-        self.assign(m, self._keep(new_m, m))
-        self.assign(v, self._keep(new_v, v))
-        self.assign(variable, self._keep(new_p, variable))
+        self.assign(m_slot, self._keep(new_m, m))
+        self.assign(v_slot, self._keep(new_v, v))
+        self.assign(variable, self._keep(new_p, p0))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -638,7 +640,7 @@ class StepFeed:
         """What ``model.fit`` takes: under TensorFlow a ``tf.data.Dataset`` whose every axis may vary (Keras would
         fix the axes its first two batches share), elsewhere the generator itself."""
         if keras.backend.backend() != "tensorflow":
-            return iter(self)
+            return ((batch,) for batch in self)  # Keras takes a generator of (inputs,) tuples
         import tensorflow as tf
 
         sample = _model_batch(self._first.batches[0])  # type: ignore[union-attr]
@@ -750,7 +752,14 @@ class RunCallback(keras.callbacks.Callback):
         self._held: contextlib.AbstractContextManager[None] | None = None
         self.reported = 0  # updates reported to the run by this callback
 
+    def _sync(self) -> None:
+        """Under JAX, ``fit`` holds the variables' values outside the variables between its steps: write them back,
+        so that this callback reads and sets the live ones (the next step reads them again)."""
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()
+
     def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self._sync()
         update, index = self._slots[batch]
         if index == 0:
             self._held = hold_interrupts()
@@ -765,6 +774,7 @@ class RunCallback(keras.callbacks.Callback):
         self._losses.append(float(np.asarray((logs or {})["loss"])))
         if index + 1 < self.feed.sizes[update]:
             return
+        self._sync()
         step = self.feed.steps.popleft()
         if len(step.batches) != len(self._losses):
             raise RuntimeError(

@@ -167,6 +167,18 @@ def test_keras_gradient_accumulation_counts_micro_batches():
     assert sorted(set(schedule.seen)) == [0, 1, 2]  # update counts (evaluated on every micro-batch)
 
 
+def test_bias_correction_is_pytorchs():
+    """1 - beta**t as PyTorch computes it (Python floats), to float32 rounding; the plain float32 power is 5e-5 off
+    at t = 1 for 0.999."""
+    counts = np.arange(1, 3001)
+    for beta in (0.9, 0.98, 0.999, 0.9999):
+        exact = 1.0 - beta ** counts.astype(np.float64)
+        ours = np.asarray(tf_training._one_minus_power(beta, keras.ops.cast(counts, "float32")), np.float64)
+        np.testing.assert_allclose(ours, exact, rtol=4e-7, err_msg=str(beta))
+    plain = 1.0 - np.float32(0.999) ** counts[:10].astype(np.float32)
+    assert np.abs(plain / (1.0 - 0.999 ** counts[:10]) - 1).max() > 1e-5  # what this replaces
+
+
 def test_decay_mask_schedule_and_update_rule():
     """A zero-gradient update only decays: decayed weights shrink by (1 - lr * wd), biases and LayerNorm stay;
     the Keras schedule equals run.schedule at every update."""
@@ -344,6 +356,59 @@ def test_every_task_trains_and_the_folder_loads_everywhere(task, tmp_path, share
     pytest.importorskip("flax")
     flax_model = model_class("flax", head).from_pretrained(folder)
     np.testing.assert_allclose(main_output(flax_model(input_ids=ids, attention_mask=mask)), expected, atol=1e-5)
+
+
+JAX_SCRIPT = """
+import json, sys
+from pathlib import Path
+import keras
+from training_runs import run_arguments
+from distilbert_mf.training.trainer import TrainingArguments, train
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+tmp, shared, out, kwargs = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
+straight = train(TrainingArguments(**run_arguments(tmp, "text-classification", shared, "tf", **kwargs)))
+resume = str(straight.output_dir / "checkpoint-3")
+resumed = train(TrainingArguments(**run_arguments(tmp, "text-classification", shared, "tf", resume_from_checkpoint=resume, **kwargs)))
+out.write_text(json.dumps({"straight": straight.log_history, "resumed": resumed.log_history}))
+"""
+
+
+@pytest.mark.slow
+def test_the_loop_runs_under_the_jax_backend(tmp_path, shared_data):
+    """KERAS_BACKEND=jax (a subprocess: the backend is fixed at import): the same run follows PyTorch's losses, and a
+    resume from checkpoint-3 follows the uninterrupted run."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    kwargs = {"gradient_accumulation_steps": 2, "max_train_samples": 20, "validation_file": None}
+    tests = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]),
+    }
+    out = tmp_path / "logs.json"
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "jax"), str(shared_data), str(out), json.dumps(kwargs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = json.loads(out.read_text())
+    reference = train(
+        TrainingArguments(**run_arguments(tmp_path / "pt", "text-classification", shared_data, "pt", **kwargs))
+    )
+    jax_losses, torch_losses = logged(logs["straight"]), logged(reference.log_history)
+    assert sorted(jax_losses) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([jax_losses[s] for s in range(1, 7)], [torch_losses[s] for s in range(1, 7)], rtol=1e-5)
+    assert logged(logs["resumed"]) == jax_losses
 
 
 def main_output(out):
