@@ -1158,6 +1158,11 @@ def _train_arguments(parser: argparse.ArgumentParser, *, distill: bool = False) 
     optim.add_argument("--dataloader-drop-last", **flag, help="drop each epoch's last, smaller batch")
     optim.add_argument("--pad-to-multiple-of", type=int, help="round each batch's width up (e.g. 8)")
     add_device_option(optim)
+    optim.add_argument(
+        "--fsdp",
+        **flag,
+        help="PyTorch under torchrun: shard with FSDP2 instead of replicating with DDP (docs/scaling.md)",
+    )
     logs = parser.add_argument_group("logging, evaluation, checkpoints")
     logs.add_argument("--logging-steps", type=int, help="a log_history entry every N updates (default 50)")
     logs.add_argument("--logging-first-step", **flag, help="also log the first update")
@@ -1230,7 +1235,8 @@ def _run_training(args: argparse.Namespace, run: Callable[[], Any], loggers: Seq
         **output.eval_metrics,
         "output_dir": str(output.output_dir),
     }
-    sys.stdout.write(json.dumps(summary) + "\n")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank ran the run; rank 0 reports it
+        sys.stdout.write(json.dumps(summary) + "\n")
     return EXIT_OK
 
 

@@ -32,6 +32,7 @@ The model code holds no engine calls; this module wraps it with PyTorch's own en
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -58,10 +59,13 @@ __all__ = [
     "DistributedContext",
     "DistributedSetupError",
     "data_parallel",
+    "empty_sharded",
+    "engine",
     "fill_from_arrays",
     "fully_shard_model",
     "gather_arrays",
     "init_distributed",
+    "is_distributed_checkpoint",
     "launch_environment",
     "load_sharded",
     "load_state",
@@ -71,6 +75,7 @@ __all__ = [
     "target_count",
     "train_step",
     "unwrap",
+    "world",
 ]
 
 logger = logging.getLogger(__name__)
@@ -362,7 +367,6 @@ def load_sharded(
     holds at another size. ``source`` None-like is not allowed: every parameter must come from somewhere.
     Returns the model in training mode."""
     from distilbert_mf.checkpoint.loading import check_arrays, read_pretrained
-    from distilbert_mf.torch.modeling import torch_dtype
 
     hub = {key: value for key, value in hub.items() if value is not None}
     config, state, where = read_pretrained(source, cls.head, config=config, **hub)
@@ -371,12 +375,31 @@ def load_sharded(
     )
     del state
     arrays = {**arrays, **dict(new_weights or {})}
-    model = cls(config, device="meta", dtype=torch_dtype(dtype) or torch.float32)
-    fully_shard_model(model, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy)
-    model.to_empty(device=ctx.device)
+    model = empty_sharded(
+        cls, config, ctx=ctx, dtype=dtype, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy
+    )
     fill_from_arrays(model, arrays)
     report.log(type(model).__name__)
     return model.train()
+
+
+def empty_sharded(
+    cls: type,
+    config: Any,
+    *,
+    ctx: DistributedContext,
+    dtype: Any = None,
+    mesh: Any = None,
+    reshard_after_forward: bool = True,
+    mp_policy: Any = None,
+) -> nn.Module:
+    """``cls(config)`` declared on the meta device, sharded by :func:`fully_shard_model` and given storage for this
+    rank's shards only, its values undefined: fill them (:func:`fill_from_arrays`, :func:`load_state`)."""
+    from distilbert_mf.torch.modeling import torch_dtype
+
+    model = cls(config, device="meta", dtype=torch_dtype(dtype) or torch.float32)
+    fully_shard_model(model, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=mp_policy)
+    return model.to_empty(device=ctx.device)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -555,6 +578,11 @@ def save_state(
     return folder
 
 
+def is_distributed_checkpoint(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds what :func:`save_state` writes."""
+    return (Path(folder) / DCP_FOLDER / DCP_META_FILE).is_file()
+
+
 def _stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     import torch.distributed.checkpoint as dcp
 
@@ -694,3 +722,109 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike[str], ctx: Di
         written = write(directory, inner.config, arrays, inner.head)
     ctx.barrier()
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The fine-tuning loop's side (distilbert_mf.torch.training.fit)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def world(*, device: torch.device | None = None, backend: str | None = None, timeout: float | None = None) -> Any:
+    """Form the process group (:func:`init_distributed`) and describe it as the trainer's
+    :class:`~distilbert_mf.training.trainer.World` (its barrier, broadcast and sum are this group's). The other
+    ranks' ``distilbert_mf`` log lines are lowered to warnings: rank 0 speaks for the run."""
+    from distilbert_mf.training.trainer import World
+
+    ctx = init_distributed(backend, timeout=timeout, device=device)
+    if ctx.distributed:  # joined threads before the interpreter ends (gloo's, left running, can abort the exit)
+        atexit.register(_leave_group)
+    if not ctx.is_main:
+        names = [name for name in logging.root.manager.loggerDict if name.startswith("distilbert_mf.")]
+        for name in ("distilbert_mf", *names):  # those a command line set to INFO too
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def all_sum(values: Sequence[float]) -> list[float]:
+        total = torch.tensor([float(v) for v in values], dtype=torch.float64, device=ctx.device)
+        if ctx.distributed:
+            dist.all_reduce(total)
+        return total.tolist()
+
+    return World(
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        barrier=ctx.barrier,
+        broadcast=ctx.broadcast_object,
+        all_sum=all_sum,
+        context=ctx,
+    )
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def engine(run: Any) -> Any:
+    """The loop's :class:`~distilbert_mf.torch.training.Engine` for a run under torchrun (``run.world.context``),
+    or for one process resuming a checkpoint torchrun wrote.
+
+    DDP (default): every rank loads the model (``run.load_model``: the checkpoint, memory-mapped, and the new head
+    the trainer drew) and DDP wraps it. ``run.args.fsdp``: :func:`load_sharded` (meta device, FSDP2, this rank's
+    shards from the checkpoint and the new head). Resuming a ``dcp/`` checkpoint: the model is declared empty
+    (sharded or not) and :func:`load_state` fills the weights, the optimizer and this rank's RNG state; a
+    one-process checkpoint resumes under DDP (every rank reads it) but not under FSDP2."""
+    from distilbert_mf.torch.training import Engine, create_optimizer, load_model, load_training_state, resolve_device
+
+    args = run.args
+    ctx = run.world.context
+    if ctx is None:
+        ctx = DistributedContext(device=resolve_device(args.device))
+    resume = run.resume_dir
+    sharded_resume = resume is not None and is_distributed_checkpoint(resume)
+    cls = run.model_class()
+    if args.fsdp:
+        if resume is not None and not sharded_resume:
+            raise ValueError(
+                f"{resume} was written by one process (model.safetensors + optimizer files), which an FSDP2 run "
+                "cannot shard on resume; resume it without --fsdp (DDP), or resume a checkpoint an FSDP2 / DDP run "
+                f"wrote ({DCP_FOLDER}/)"
+            )
+        if sharded_resume:
+            model = empty_sharded(cls, run.config, ctx=ctx)
+        else:
+            model = load_sharded(cls, run.init_source, ctx=ctx, config=run.config, new_weights=run.new_weights,
+                                 **args.hub_options())  # fmt: skip
+    elif sharded_resume:
+        model = cls(run.config, device="meta").to_empty(device=ctx.device)
+    else:
+        model = load_model(run, ctx.device)
+    optimizer = create_optimizer(model, run)
+    if sharded_resume:
+        load_state(resume, model, optimizer, ctx=ctx)
+        logger.info("resumed the weights, optimizer and RNG state from %s (%s)", resume, DCP_FOLDER)
+    elif resume is not None:
+        load_training_state(resume, model, optimizer)
+        logger.info("resumed the optimizer and RNG state from %s", resume)
+    else:
+        torch.manual_seed(args.seed)
+    model.train()
+    wrapped = model if args.fsdp else data_parallel(model, ctx)
+    logger.info(
+        "%s over %d process(es), global batch %d (%d per rank)",
+        "FSDP2" if args.fsdp else "DDP" if ctx.distributed else "one process",
+        ctx.world_size,
+        run.loader.batch_size,
+        run.loader.local_batch_size,
+    )
+
+    def step(batches: Sequence[Mapping[str, torch.Tensor]], **options: Any) -> tuple[float, float]:
+        return train_step(wrapped, optimizer, batches, ctx=ctx, **options)
+
+    return Engine(
+        wrapped,
+        optimizer,
+        ctx.device,
+        step=step,
+        save_state=lambda folder, rng: save_state(folder, wrapped, optimizer, ctx=ctx, rng=rng),
+        save_model=lambda folder: save_pretrained(wrapped, folder, ctx),
+    )

@@ -30,6 +30,13 @@ One update (:func:`train_step`)::
 - **Ctrl-C**: the update and its bookkeeping run under :func:`~distilbert_mf.training.trainer.hold_interrupts`;
   the interrupt then saves a checkpoint of the last completed update (``run.interrupted``) and is re-raised.
 
+**Several processes** (``torchrun --nproc_per_node N distilbert-mf train ...``): :func:`launch_world` forms the
+process group from torchrun's variables and every rank gets its share of each global batch
+(``per_device_train_batch_size * N`` rows); the model is wrapped by DDP, or with ``fsdp=True`` (``--fsdp``) sharded by
+FSDP2 from a meta-device model (:mod:`distilbert_mf.torch.distributed`); the step weights each rank's loss by its
+share of the targets, so the run is the one-process run; checkpoints are ``torch.distributed.checkpoint`` shards
+(``checkpoint-N/dcp/``, resumable on any number of processes, one included) and rank 0 writes the final folder.
+
 No ``accelerate``: on one device this loop is four calls accelerate would wrap (autocast, backward, clipping,
 step), its device placement is one ``.to(device)``, and the multi-device engines are torchrun's DDP / FSDP2
 (DESIGN §8), which wrap the model without changing this loop. Adding it would add a dependency and hide the
@@ -38,10 +45,12 @@ update rule the parity tests pin down, for nothing this loop needs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,12 +69,15 @@ if TYPE_CHECKING:
 __all__ = [
     "STATE_FILE",
     "STATE_META_FILE",
+    "Engine",
     "apply_update",
     "autocast",
     "create_optimizer",
     "fit",
+    "launch_world",
     "load_model",
     "load_training_state",
+    "one_process",
     "parameter_groups",
     "predict",
     "resolve_device",
@@ -396,23 +408,68 @@ def _batches_on(batches: Iterable[Mapping[str, np.ndarray]], device: torch.devic
     return [to_device(batch, device) for batch in batches]
 
 
-def fit(run: TrainingRun) -> TrainOutput:
-    """Train ``run`` with the PyTorch model: the loop over ``run.steps()``; logging, evaluation and checkpoints
-    through ``run.end_step``; Ctrl-C saves a checkpoint of the last completed update (``run.interrupted``)."""
-    args = run.args
-    device = resolve_device(args.device)
+def launch_world(args: Any) -> Any:
+    """The :class:`~distilbert_mf.training.trainer.World` of a run started by torchrun (None otherwise): the
+    process group is formed here, before the run is prepared (see :mod:`distilbert_mf.torch.distributed`)."""
+    from distilbert_mf.torch.distributed import launch_environment, world
+
+    if launch_environment() is None:
+        if args.fsdp:
+            raise ValueError("fsdp=True (--fsdp) shards over several processes: start the run with torchrun")
+        return None
+    device = resolve_device(args.device) if args.device is not None else None
+    return world(device=device)
+
+
+@dataclass
+class Engine:
+    """How the loop's model is placed: one process (:func:`one_process`), or DDP / FSDP2 over torchrun's processes
+    (:func:`distilbert_mf.torch.distributed.engine`). The loop in :func:`fit` is the same for both."""
+
+    model: nn.Module  # what the loop calls (a DDP wrapper, an FSDP2 model or the model itself)
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    step: Callable[..., tuple[float, float]]  # (batches, *, learning_rate, max_grad_norm, bf16) -> (loss, norm)
+    save_state: Callable[[Path, Mapping[str, torch.Tensor]], None]  # (checkpoint folder, RNG state after the update)
+    save_model: Callable[[Path], Any]  # the final folder
+
+
+def one_process(run: TrainingRun) -> Engine:
+    """The model on ``run.args.device``, its optimizer, resumed from ``run.resume_dir`` or seeded."""
+    device = resolve_device(run.args.device)
     model = load_model(run, device)
     optimizer = create_optimizer(model, run)
     if run.resume_dir is not None:
         load_training_state(run.resume_dir, model, optimizer)
         logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
     else:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(run.args.seed)
+    return Engine(
+        model,
+        optimizer,
+        device,
+        step=functools.partial(train_step, model, optimizer),
+        save_state=lambda folder, rng: save_training_state(folder, model, optimizer, rng),
+        save_model=model.save_pretrained,
+    )
+
+
+def fit(run: TrainingRun) -> TrainOutput:
+    """Train ``run`` with the PyTorch model: the loop over ``run.steps()``; logging, evaluation and checkpoints
+    through ``run.end_step``; Ctrl-C saves a checkpoint of the last completed update (``run.interrupted``).
+    Under torchrun (``run.world``), or resuming a checkpoint torchrun wrote, the model is placed by
+    :func:`distilbert_mf.torch.distributed.engine`."""
+    from distilbert_mf.torch import distributed
+
+    args = run.args
+    sharded = run.resume_dir is not None and distributed.is_distributed_checkpoint(run.resume_dir)
+    engine = distributed.engine(run) if run.world.context is not None or sharded else one_process(run)
+    model, device = engine.model, engine.device
     rng_after_update = rng_state(device)
     max_grad_norm = args.max_grad_norm if args.max_grad_norm else None
 
     def save(folder: Path) -> None:
-        save_training_state(folder, model, optimizer, rng_after_update)
+        engine.save_state(folder, rng_after_update)
 
     def run_predict(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return predict(model, batch, bf16=args.bf16)
@@ -422,8 +479,8 @@ def fit(run: TrainingRun) -> TrainOutput:
             learning_rate = run.schedule(step.global_step - 1)
             batches = _batches_on(step.batches, device)
             with hold_interrupts():
-                loss, grad_norm = train_step(
-                    model, optimizer, batches, learning_rate=learning_rate, max_grad_norm=max_grad_norm, bf16=args.bf16
+                loss, grad_norm = engine.step(
+                    batches, learning_rate=learning_rate, max_grad_norm=max_grad_norm, bf16=args.bf16
                 )
                 rng_after_update = rng_state(device)
                 run.end_step(
@@ -437,4 +494,4 @@ def fit(run: TrainingRun) -> TrainOutput:
     except KeyboardInterrupt:
         run.interrupted(save)
         raise
-    return run.finish(save_model=model.save_pretrained, predict=run_predict)
+    return run.finish(save_model=engine.save_model, predict=run_predict)

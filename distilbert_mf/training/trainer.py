@@ -45,6 +45,7 @@ Where transformers' Trainer leaves it open, one choice for all frameworks:
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import importlib
@@ -99,6 +100,7 @@ __all__ = [
     "TrainingArguments",
     "TrainingDivergedError",
     "TrainingRun",
+    "World",
     "hold_interrupts",
     "prepare_run",
     "train",
@@ -190,6 +192,8 @@ class TrainingArguments:
         seed: data order, masking, new head weights, dropout.
         group_by_length / dataloader_drop_last / pad_to_multiple_of: batching (length-grouped by default).
         device: PyTorch only: ``cpu``, ``cuda``, ``cuda:1`` ... (None: CUDA when available, else CPU).
+        fsdp: PyTorch under torchrun: shard parameters, gradients and optimizer state with FSDP2 instead of
+            replicating them with DDP (``docs/scaling.md``).
 
     Logging, evaluation, checkpoints:
         logging_steps / logging_first_step: a ``log_history`` entry every N updates (and after the first).
@@ -261,6 +265,7 @@ class TrainingArguments:
     dataloader_drop_last: bool = False
     pad_to_multiple_of: int | None = None
     device: str | None = None
+    fsdp: bool = False
     # logging, evaluation, checkpoints
     logging_steps: int = 50
     logging_first_step: bool = False
@@ -379,9 +384,21 @@ class TrainingArguments:
                 "resume_from_checkpoint and overwrite_output_dir exclude each other: overwriting removes the run's "
                 "checkpoints; give one of them"
             )
-        for name in ("bf16", "local_files_only", "group_by_length", "dataloader_drop_last", "logging_first_step"):
+        for name in (
+            "bf16",
+            "local_files_only",
+            "group_by_length",
+            "dataloader_drop_last",
+            "logging_first_step",
+            "fsdp",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, getattr(self, name), "True or False")
+        if self.fsdp and self.framework != "pt":
+            raise ValueError(
+                f"fsdp=True is PyTorch's FSDP2 (framework 'pt'); the {self.framework!r} loop shards through its own "
+                "engine (docs/scaling.md): leave fsdp unset"
+            )
         if self.progress is not None and not isinstance(self.progress, bool):
             raise _fail("progress", self.progress, "True, False or None (only when stderr is a terminal)")
 
@@ -410,6 +427,63 @@ class TrainingArguments:
                 value = f"<{type(value).__name__}>"
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The processes of a run
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes one data-parallel run spans: this one is ``rank`` of ``world_size``. One process by default;
+    a framework's launcher (``distilbert_mf.<framework>.training.launch_world``) fills in its collectives.
+
+    ``broadcast(value)`` returns rank 0's value on every rank (small picklable objects: a path, a message);
+    ``all_sum(values)`` the element-wise sum of a list of numbers over the ranks; ``context`` is the framework's
+    own description (PyTorch: a ``DistributedContext``). Every rank builds the same run; rank 0 writes the run
+    folder, the others take part in the collective saves."""
+
+    rank: int = 0
+    world_size: int = 1
+    barrier: Callable[[], None] = _nothing
+    broadcast: Callable[[Any], Any] = _same
+    all_sum: Callable[[Sequence[float]], Sequence[float]] = _same
+    context: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def on_main(self, action: Callable[[], Any]) -> Any:
+        """Run ``action`` on rank 0 only; an exception it raises is raised on every rank (same type when it is a
+        built-in one, with the same message), so no rank waits for a rank that failed."""
+        if self.world_size == 1:
+            return action()
+        error: tuple[str, str] | None = None
+        result = None
+        if self.is_main:
+            try:
+                result = action()
+            except Exception as err:
+                error = (type(err).__name__, str(err))
+                failure = err
+        error = self.broadcast(error)
+        if error is not None:
+            if self.is_main:
+                raise failure
+            cls = getattr(builtins, error[0], None)
+            cls = cls if isinstance(cls, type) and issubclass(cls, Exception) else RuntimeError
+            raise cls(f"rank 0: {error[1]}")
+        return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -530,6 +604,8 @@ class TrainingRun:
         new_weights: canonical arrays for the head weights the starting checkpoint lacks (or has at another
             size), drawn here with the run's seed so every framework starts from the same model; empty on resume.
         fingerprint: what identifies the run (compared when resuming).
+        world: the processes the run spans (:class:`World`; one by default). ``loader`` yields this rank's share of
+            every global batch of ``per_device_train_batch_size * world_size`` rows.
     """
 
     def __init__(
@@ -549,8 +625,10 @@ class TrainingRun:
         new_weights: dict[str, np.ndarray],
         fingerprint: dict[str, Any],
         tally: _Tally,
+        world: World | None = None,
     ) -> None:
         self.args = args
+        self.world = world if world is not None else World()
         self.config = config
         self.tokenizer = tokenizer
         self.train_data = train_data
@@ -643,7 +721,8 @@ class TrainingRun:
             self.plan.gradient_accumulation_steps,
             self.schedule.warmup_steps,
         )
-        self._bar = Progress(self.plan.max_steps, "train", "step", delay=0.0, enabled=self.args.progress, leave=True)
+        enabled = self.args.progress if self.world.is_main else False
+        self._bar = Progress(self.plan.max_steps, "train", "step", delay=0.0, enabled=enabled, leave=True)
         self._bar.update(self.state.global_step)
         self._started = self._mark = time.perf_counter()
         try:
@@ -679,6 +758,8 @@ class TrainingRun:
         self._position = step.position
         rows = sum(int(np.asarray(b["input_ids"]).shape[0]) for b in step.batches)
         tokens = sum(int(np.asarray(b["attention_mask"]).sum()) for b in step.batches)
+        if self.world.world_size > 1:  # this rank's share: the whole batch is the sum
+            rows, tokens = (int(v) for v in self.world.all_sum([rows, tokens]))
         self._rows_done += rows
         state.num_input_tokens_seen += tokens
         state.total_flos += float(self._flops_per_token * tokens)
@@ -793,17 +874,25 @@ class TrainingRun:
         """Write ``output_dir/checkpoint-{global_step}`` (atomically): ``save(folder)``'s files, the tokenizer,
         ``trainer_state.json`` and ``run_state.json``."""
 
+        world = self.world
+
         def write_files(folder: Path) -> None:
+            world.broadcast(str(folder))  # the other ranks write their part of the same folder (a collective save)
             save(folder)
             self.tokenizer.save_pretrained(folder)
 
-        path = save_checkpoint(
-            self.output_dir,
-            state=self.state,
-            run_state=self._run_state(),
-            write_files=write_files,
-            save_total_limit=self.args.save_total_limit,
-        )
+        if world.is_main:
+            path = save_checkpoint(
+                self.output_dir,
+                state=self.state,
+                run_state=self._run_state(),
+                write_files=write_files,
+                save_total_limit=self.args.save_total_limit,
+            )
+            world.broadcast(str(path))
+        else:
+            save(Path(world.broadcast(None)))
+            path = Path(world.broadcast(None))
         self._saved_step = self.state.global_step
         return path
 
@@ -856,8 +945,10 @@ class TrainingRun:
             else:
                 eval_metrics = self.evaluate(predict)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        save_model(self.output_dir)
-        self.tokenizer.save_pretrained(self.output_dir)
+        save_model(self.output_dir)  # every rank: a sharded model is gathered; rank 0 writes
+        main = self.world.is_main
+        if main:
+            self.tokenizer.save_pretrained(self.output_dir)
         tally = self._tally
         steps_here = state.global_step - self._initial_step
         runtime = (time.perf_counter() - self._started) if self._started is not None else 0.0
@@ -870,13 +961,15 @@ class TrainingRun:
             "train_loss": float(train_loss),
         }
         state.log(summary)
-        state.save(self.output_dir / TRAINER_STATE_NAME)
         train_metrics = {**summary, "epoch": float(state.epoch)}
-        write_json(self.output_dir / TRAIN_RESULTS_NAME, train_metrics)
-        if eval_metrics:  # as transformers' save_metrics: eval_ names, plus the epoch
-            write_json(self.output_dir / EVAL_RESULTS_NAME, {**eval_metrics, "epoch": float(state.epoch)})
-        write_json(self.output_dir / ALL_RESULTS_NAME, {**train_metrics, **eval_metrics})
-        self._plot()
+        if main:
+            state.save(self.output_dir / TRAINER_STATE_NAME)
+            write_json(self.output_dir / TRAIN_RESULTS_NAME, train_metrics)
+            if eval_metrics:  # as transformers' save_metrics: eval_ names, plus the epoch
+                write_json(self.output_dir / EVAL_RESULTS_NAME, {**eval_metrics, "epoch": float(state.epoch)})
+            write_json(self.output_dir / ALL_RESULTS_NAME, {**train_metrics, **eval_metrics})
+            self._plot()
+        self.world.barrier()  # the folder is complete when any rank returns
         logger.info(
             "trained %d updates in %.1f s (train_loss %.4f); model and run files in %s",
             steps_here,
@@ -991,8 +1084,11 @@ def _fresh_weights(
     return arrays
 
 
-def prepare_run(args: TrainingArguments) -> TrainingRun:
+def prepare_run(args: TrainingArguments, *, world: World | None = None) -> TrainingRun:
     """Check every input and prepare the run (see the module docstring); nothing is trained yet.
+
+    ``world``: the processes of a data-parallel run (every rank calls this; rank 0 checks and claims the output
+    folder, and its error, if any, is raised on every rank); the loader yields this rank's share of each batch.
 
     Raises (before any step): ``ImportError`` for a framework that is not installed; ``DataError`` / ``ValueError``
     for bad data or options; ``FileExistsError`` for an ``output_dir`` holding another run; ``ValueError`` for a
@@ -1032,13 +1128,16 @@ def prepare_run(args: TrainingArguments) -> TrainingRun:
             format=args.data_format,
         )
     config = config.replace(**train_data.config_overrides())
+    world = world if world is not None else World()
     loader = BatchLoader(
         train_data,
-        args.per_device_train_batch_size,
+        args.per_device_train_batch_size * world.world_size,
         seed=args.seed,
         group_by_length=args.group_by_length,
         pad_to_multiple_of=args.pad_to_multiple_of,
         last_batch="drop" if args.dataloader_drop_last else "keep",
+        world_size=world.world_size,
+        rank=world.rank,
     )
     plan = loader.plan(
         num_train_epochs=args.num_train_epochs,
@@ -1086,8 +1185,13 @@ def prepare_run(args: TrainingArguments) -> TrainingRun:
             save_steps=args.save_steps,
         )
         start = DataPosition(0, 0)
-    check_output_dir(
-        args.output_dir, fingerprint, overwrite_output_dir=args.overwrite_output_dir, resuming=resume_dir is not None
+    world.on_main(
+        lambda: check_output_dir(
+            args.output_dir,
+            fingerprint,
+            overwrite_output_dir=args.overwrite_output_dir,
+            resuming=resume_dir is not None,
+        )
     )
     if resume_dir is None:
         new_weights = _fresh_weights(args, config, TASK_HEADS[train_data.task], hub)
@@ -1106,6 +1210,7 @@ def prepare_run(args: TrainingArguments) -> TrainingRun:
         new_weights=new_weights,
         fingerprint=fingerprint,
         tally=tally,
+        world=world,
     )
 
 
@@ -1114,7 +1219,6 @@ def train(args: TrainingArguments) -> TrainOutput:
     if not isinstance(args, TrainingArguments):
         raise TypeError(f"train takes TrainingArguments, got {type(args).__name__}")
     _check_framework(args.framework)
-    run = prepare_run(args)
     package = FRAMEWORKS[args.framework][0]
     try:
         module = importlib.import_module(f"{package}.training")
@@ -1123,7 +1227,9 @@ def train(args: TrainingArguments) -> TrainOutput:
             f"the {args.framework!r} training loop could not be imported ({err}); install it with pip install "
             f"'distilbert-mf[{EXTRAS[args.framework]}]'"
         ) from err
-    return module.fit(run)
+    launch = getattr(module, "launch_world", None)  # several processes (torchrun ...): the framework says
+    world = launch(args) if launch is not None else None
+    return module.fit(prepare_run(args, world=world))
 
 
 # the files a finished run writes into output_dir besides the model and tokenizer files
