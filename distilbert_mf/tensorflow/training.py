@@ -30,6 +30,28 @@ scales by ``max_norm / norm`` without PyTorch's 1e-6. Here ``1 - beta^t`` is ``-
 
 bf16 (``args.bf16``): the Keras ``mixed_bfloat16`` policy — bfloat16 compute over float32 variables; the models
 keep softmax, LayerNorm and the losses in float32, and gradients and optimizer state are float32.
+
+The loop, :func:`fit`, is one ``model.fit`` epoch over the run's micro-batches with the model's own loss (the batches
+carry their labels):
+
+- :class:`StepFeed` yields the micro-batches of ``run.steps()`` in the data layer's order (a ``tf.data`` generator
+  whose every axis may vary, or a Python generator under other backends) and queues the ``Step`` they belong to;
+- :class:`RunCallback` tells the optimizer each update's micro-batch count before its first micro-batch, resets
+  Keras' metrics before every batch (its logged ``loss`` is then that batch's loss, not the epoch's running mean),
+  and after the update's last micro-batch calls ``run.end_step`` with the mean micro-batch loss, the gradient norm
+  and the learning rate — logging, evaluation through :class:`Predictor` and checkpoints happen there;
+- an update and its ``end_step`` run under :func:`~distilbert_mf.training.trainer.hold_interrupts`: Ctrl-C is
+  raised after the update is recorded, and :func:`fit` saves a checkpoint of it (``run.interrupted``);
+- checkpoints (:func:`save_training_state`, no pickle): ``save_pretrained``, then one safetensors file with the
+  moments under PyTorch's names and layout (``optimizer/<canonical name>/exp_avg``), the update and micro-batch
+  counters, and the state of every dropout layer's ``SeedGenerator`` (``rng/<layer path>``), plus a JSON file of the
+  hyper-parameters and decay mask; resuming (:func:`load_training_state`) gives the uninterrupted trajectory bit for
+  bit. The dropout seed generators are seeded through ``keras.utils.set_random_seed(args.seed)``.
+- XLA follows Keras' ``jit_compile="auto"`` (on with an accelerator); under XLA the batch widths are rounded up to
+  multiples of :data:`WIDTH_MULTIPLE` (pad tokens, mask 0, labels -100: the same numbers), so the step compiles for
+  a few widths only.
+
+The optimizer and the loop run under ``KERAS_BACKEND=tensorflow`` (the default) and ``jax``.
 """
 
 from __future__ import annotations
@@ -83,6 +105,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLIP_EPSILON = 1e-6  # torch.nn.utils.clip_grad_norm_: max_norm / (total_norm + 1e-6)
+STATE_FILE = "keras_training_state.safetensors"  # optimizer moments (PyTorch layout) + counters + dropout RNG
+STATE_META_FILE = "keras_training_state.json"  # format, hyper-parameters, update count, the decay mask
+STATE_FORMAT = 1
+WIDTH_MULTIPLE = 8  # under XLA, batch widths are rounded up to this when the run does not choose
+TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm")  # labels (batch, width): widened with -100
+OUTPUT_NAMES = ("loss", "logits", "start_logits", "end_logits")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -417,11 +445,6 @@ def seed_generators(model: keras.layers.Layer) -> dict[str, Any]:
     return found
 
 
-STATE_FILE = "keras_training_state.safetensors"  # optimizer moments (PyTorch layout) + counters + dropout RNG
-STATE_META_FILE = "keras_training_state.json"  # format, hyper-parameters, update count, the decay mask
-STATE_FORMAT = 1
-
-
 def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(value))
 
@@ -654,10 +677,6 @@ class StepFeed:
         return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
 
 
-TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm")  # labels (batch, width): widened with -100
-WIDTH_MULTIPLE = 8  # under XLA, batch widths are rounded up to this when the run does not choose
-
-
 def widen_batch(
     batch: Mapping[str, np.ndarray],
     multiple: int | None,
@@ -686,8 +705,6 @@ def widen_batch(
 # ----------------------------------------------------------------------------------------------------------------------
 # Evaluation forward, the run's callback, fit
 # ----------------------------------------------------------------------------------------------------------------------
-
-OUTPUT_NAMES = ("loss", "logits", "start_logits", "end_logits")
 
 
 class Predictor:
@@ -719,7 +736,8 @@ class Predictor:
         result = {}
         for name, value in out.items():
             array = _to_numpy(ops.cast(value, "float32"))
-            if name != "loss" and array.ndim >= 2 and array.shape[1] != width:
+            per_token = name in ("start_logits", "end_logits") or (name == "logits" and array.ndim == 3)
+            if per_token and array.shape[1] != width:
                 array = array[:, :width]  # (batch, width[, labels]): the widened tail dropped
             result[name] = array
         return result
@@ -837,6 +855,8 @@ def fit(run: TrainingRun, *, jit_compile: bool | str = "auto") -> TrainOutput:
         model.fit(feed.dataset(), epochs=1, steps_per_epoch=len(feed), callbacks=[callback], verbose=0, shuffle=False)
     except KeyboardInterrupt:
         callback.release()
+        if keras.backend.backend() == "jax":
+            model.jax_state_sync()
         optimizer.reset_accumulation()
         applied = int(_to_numpy(optimizer.iterations))
         if applied == run.state.global_step:
@@ -849,4 +869,6 @@ def fit(run: TrainingRun, *, jit_compile: bool | str = "auto") -> TrainOutput:
                 run.output_dir,
             )
         raise
+    finally:
+        callback.release()  # any other error in the middle of an update: Ctrl-C works again
     return run.finish(save_model=model.save_pretrained, predict=predict)

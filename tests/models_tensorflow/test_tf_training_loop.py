@@ -9,6 +9,7 @@ not (its epsilon sits before the bias correction).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -249,6 +250,11 @@ def test_widened_predictions_equal_the_plain_forward():
     assert predicted["logits"].shape == (4, 11, model.config.num_labels) and predicted["logits"].dtype == np.float32
     np.testing.assert_allclose(predicted["logits"], plain.logits.numpy(), atol=1e-5)
     np.testing.assert_allclose(predicted["loss"], float(plain.loss), rtol=1e-6)
+    wide_head = build("sequence_classification", tiny_config(num_labels=12), seed=1)  # more labels than tokens
+    short = random_batch(np.random.default_rng(2), wide_head.config, widths=(5,))
+    widen_ids = functools.partial(tf_training.widen_batch, multiple=8, pad_token_id=0, token_level_labels=False)
+    logits = tf_training.Predictor(wide_head, widen=widen_ids, jit_compile=False)(short)["logits"]
+    np.testing.assert_allclose(logits, wide_head(**short).logits.numpy(), atol=1e-5)
     capped = tf_training.widen_batch(
         random_batch(np.random.default_rng(1), model.config, widths=(62,)),
         8,
