@@ -71,10 +71,9 @@ import numpy as np
 from keras import ops
 
 from distilbert_mf._io import atomic_path
-from distilbert_mf.modeling_utils import IGNORE_INDEX
 from distilbert_mf.tensorflow.loading import canonical_variables
 from distilbert_mf.tensorflow.modeling import NUMPY_DTYPES, TFDistilBertPreTrainedModel
-from distilbert_mf.training.batching import Step
+from distilbert_mf.training.batching import TOKEN_LEVEL_TASKS, Step, widen_batch
 from distilbert_mf.training.schedules import LinearSchedule
 from distilbert_mf.training.state import read_json, write_json
 from distilbert_mf.training.trainer import hold_interrupts
@@ -99,7 +98,6 @@ __all__ = [
     "seed_generators",
     "update_sizes",
     "variable_names",
-    "widen_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,7 +107,6 @@ STATE_FILE = "keras_training_state.safetensors"  # optimizer moments (PyTorch la
 STATE_META_FILE = "keras_training_state.json"  # format, hyper-parameters, update count, the decay mask
 STATE_FORMAT = 1
 WIDTH_MULTIPLE = 8  # under XLA, batch widths are rounded up to this when the run does not choose
-TOKEN_LEVEL_TASKS = ("token-classification", "masked-lm")  # labels (batch, width): widened with -100
 OUTPUT_NAMES = ("loss", "logits", "start_logits", "end_logits")
 
 
@@ -675,31 +672,6 @@ class StepFeed:
             signature[key] = tf.TensorSpec(shape, tf.as_dtype(value.dtype))
         data = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=signature)
         return data.apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(2)
-
-
-def widen_batch(
-    batch: Mapping[str, np.ndarray],
-    multiple: int | None,
-    *,
-    pad_token_id: int,
-    token_level_labels: bool,
-    max_width: int | None = None,
-) -> dict[str, np.ndarray]:
-    """``batch`` padded on its last axis to a multiple of ``multiple`` (at most ``max_width``): ``input_ids`` with
-    ``pad_token_id``, ``attention_mask`` with 0, per-token ``labels`` with -100 — the same loss and outputs."""
-    batch = dict(batch)
-    width = np.asarray(batch["input_ids"]).shape[-1]
-    target = width if multiple is None else -(-width // multiple) * multiple
-    if max_width is not None:
-        target = max(width, min(target, int(max_width)))
-    if target == width:
-        return batch
-    fills = {"input_ids": pad_token_id, "attention_mask": 0, **({"labels": IGNORE_INDEX} if token_level_labels else {})}
-    for key, fill in fills.items():
-        if key in batch:
-            value = np.asarray(batch[key])
-            batch[key] = np.pad(value, [(0, 0)] * (value.ndim - 1) + [(0, target - width)], constant_values=fill)
-    return batch
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from training_runs import (  # noqa: E402
 from distilbert_mf.frameworks import model_class  # noqa: E402
 from distilbert_mf.tensorflow import TFDistilBertForSequenceClassification  # noqa: E402
 from distilbert_mf.tensorflow import training as tf_training  # noqa: E402
+from distilbert_mf.training.batching import widen_batch  # noqa: E402
 from distilbert_mf.training.data import TASK_HEADS, canonical_task  # noqa: E402
 from distilbert_mf.training.schedules import no_weight_decay  # noqa: E402
 from distilbert_mf.training.trainer import TrainingArguments, prepare_run, train  # noqa: E402
@@ -242,7 +243,7 @@ def test_widened_predictions_equal_the_plain_forward():
     batch = random_batch(np.random.default_rng(0), model.config, widths=(11,), token_labels=True)
 
     def widen(b):
-        return tf_training.widen_batch(b, 8, pad_token_id=0, token_level_labels=True, max_width=64)
+        return widen_batch(b, 8, pad_token_id=0, token_level_labels=True, max_width=64)
 
     assert widen(batch)["input_ids"].shape == (4, 16) and (widen(batch)["labels"][:, 11:] == -100).all()
     predicted = tf_training.Predictor(model, widen=widen, jit_compile=True)(batch)
@@ -252,10 +253,10 @@ def test_widened_predictions_equal_the_plain_forward():
     np.testing.assert_allclose(predicted["loss"], float(plain.loss), rtol=1e-6)
     wide_head = build("sequence_classification", tiny_config(num_labels=12), seed=1)  # more labels than tokens
     short = random_batch(np.random.default_rng(2), wide_head.config, widths=(5,))
-    widen_ids = functools.partial(tf_training.widen_batch, multiple=8, pad_token_id=0, token_level_labels=False)
+    widen_ids = functools.partial(widen_batch, multiple=8, pad_token_id=0, token_level_labels=False)
     logits = tf_training.Predictor(wide_head, widen=widen_ids, jit_compile=False)(short)["logits"]
     np.testing.assert_allclose(logits, wide_head(**short).logits.numpy(), atol=1e-5)
-    capped = tf_training.widen_batch(
+    capped = widen_batch(
         random_batch(np.random.default_rng(1), model.config, widths=(62,)),
         8,
         pad_token_id=0,
