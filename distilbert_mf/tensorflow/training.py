@@ -248,8 +248,13 @@ class PyTorchAdamW(keras.optimizers.AdamW):
         if self.accumulation_steps:
             self._accumulators = self.add_optimizer_variables(var_list, "gradient_sum")
             self._micro = self.add_variable((), dtype="int", name="micro_batches_done")
-            self._target = self.add_variable((), dtype="int", name="micro_batches_per_update")
-            self._target.assign(self.accumulation_steps)
+            # the initial value as the initializer: Keras may build the optimizer where an assign would not stick
+            self._target = self.add_variable(
+                (),
+                initializer=keras.initializers.Constant(self.accumulation_steps),
+                dtype="int",
+                name="micro_batches_per_update",
+            )
 
     @property
     def micro_batches(self) -> int:

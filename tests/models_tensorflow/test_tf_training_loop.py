@@ -218,6 +218,46 @@ def test_decay_mask_schedule_and_update_rule():
     assert "distilbert.embeddings.word_embeddings.weight" in names.values()
 
 
+def test_plain_fit_with_accumulation_follows_torch():
+    """Your own model.fit: PyTorchAdamW(gradient_accumulation_steps=2) built by Keras itself, a tf.data dataset of
+    batches with labels, the decay exclusion by Keras names: the weights after 4 updates are torch's."""
+    pytest.importorskip("torch")
+    config = tiny_config(**NO_DROPOUT)
+    weights = realistic_weights(config, "sequence_classification")
+    rng = np.random.default_rng(5)
+    batches = [random_batch(rng, config, widths=(12,)) for _ in range(8)]
+    run = stand_in_run(total_steps=4, warmup_steps=1, gradient_accumulation_steps=2)
+    model = canonical_model(config, weights)
+    optimizer = tf_training.PyTorchAdamW(
+        learning_rate=tf_training.LinearWarmupDecay.from_schedule(run.schedule),
+        weight_decay=run.args.weight_decay,
+        global_clipnorm=run.args.max_grad_norm,
+        gradient_accumulation_steps=2,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer)
+    data = tf.data.Dataset.from_tensor_slices({k: np.stack([b[k] for b in batches]) for k in batches[0]})
+    model.fit(data, epochs=1, verbose=0, shuffle=False)  # 8 batches of 4 rows, 12 wide
+    assert int(optimizer.iterations.numpy()) == 4
+    _, _, reference = torch_trajectory(config, weights, [batches[i : i + 2] for i in range(0, 8, 2)], run)
+    for key, value in model.canonical_state_dict().items():
+        if not key.endswith(NOISE_ONLY):
+            np.testing.assert_allclose(value, reference[key], atol=WEIGHT_ATOL, err_msg=key)
+
+
+def test_keras_name_exclusion_is_the_canonical_rule():
+    """For your own model.fit: exclude_from_weight_decay(var_names=["bias", "gamma", "beta"]) (Keras leaf names)
+    leaves out exactly what create_optimizer leaves out (biases and LayerNorm weights), in every head."""
+    for head in ("masked_lm", "sequence_classification", "question_answering"):
+        model = build(head, tiny_config(), seed=0)
+        canonical = tf_training.create_optimizer(model, stand_in_run())
+        by_name = tf_training.PyTorchAdamW()
+        by_name.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        by_name.build(model.trainable_variables)
+        for variable in model.trainable_variables:
+            assert by_name._use_weight_decay(variable) == canonical._use_weight_decay(variable), variable.path
+
+
 def test_optimizer_refuses_what_pytorch_adamw_is_not():
     for option in ("amsgrad", "use_ema", "clipnorm", "clipvalue"):
         with pytest.raises(ValueError, match=f"does not support {option}"):
