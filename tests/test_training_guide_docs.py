@@ -1,8 +1,10 @@
 """docs/training.md: the command and every Python example run, in order, as the page shows them (run folders go to a
-temporary folder instead of runs/)."""
+temporary folder instead of runs/). A block that starts with ``# from <path>`` is an excerpt of that source file and
+must appear in it verbatim; a Keras or Flax example runs where that framework is installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -16,6 +18,15 @@ torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "training.md"
+EXCERPT = re.compile(r"# from (\S+\.py)\n")
+# a block that names a framework's modules runs only where that framework's packages are installed
+NEEDS = {
+    "flax": (re.compile(r"^\s*(from|import) (flax|optax|jax)\b|distilbert_mf\.flax\b", re.M), ("jax", "flax", "optax")),
+    "tf": (
+        re.compile(r"^\s*(from|import) (keras|tensorflow)\b|distilbert_mf\.tensorflow\b", re.M),
+        ("tensorflow", "keras"),
+    ),
+}
 
 
 @pytest.fixture
@@ -41,8 +52,18 @@ def test_training_page_command_and_examples_run(shared_data, monkeypatch, capsys
     blocks = re.findall(r"```python\n(.*?)```", page, flags=re.S)
     assert len(blocks) >= 5
     namespace: dict = {}
+    ran: set[str] = set()
     for number, block in enumerate(blocks):
+        excerpt = EXCERPT.match(block)
+        if excerpt:
+            source = (ROOT / excerpt.group(1)).read_text(encoding="utf-8")
+            assert block[excerpt.end() :] in source, f"block {number} is not an excerpt of {excerpt.group(1)}"
+            continue
+        needs = {name for name, (pattern, _) in NEEDS.items() if pattern.search(block)}
+        if any(importlib.util.find_spec(module) is None for name in needs for module in NEEDS[name][1]):
+            continue  # the framework is not installed: its blocks are skipped together
         exec(compile(block, f"docs/training.md block {number}", "exec"), namespace)
+        ran |= needs
     printed = capsys.readouterr().out
     for shown in (
         f"12 {tmp_path}/sst2-tiny",
@@ -53,6 +74,8 @@ def test_training_page_command_and_examples_run(shared_data, monkeypatch, capsys
     ):
         assert shown in printed, shown
     assert printed.splitlines()[3] == "True"  # the pipeline's label is one of the data's class names
+    if "flax" in ran:  # the Flax loop over the same batches follows the PyTorch run
+        assert "flax True" in printed.splitlines()
 
 
 def test_every_option_is_documented():
