@@ -13,7 +13,10 @@ Parts (each in its own processes, all with the same thread pinning, see :mod:`be
 - ``accuracy``: SST-2 dev accuracy and speed of the default model in bfloat16 vs float32 (bench_accuracy.py),
 - ``tokenizers``: SST-2 dev, slow and fast tokenizers vs the references (bench_tokenizers.py),
 - ``export``: int8 vs float32 ONNX Runtime vs our PyTorch bf16 (1x128 latency, 32x128 throughput), and the int8
-  accuracy cost of the default model on SST-2 dev, all through ``distilbert_mf.export`` (bench_export.py).
+  accuracy cost of the default model on SST-2 dev, all through ``distilbert_mf.export`` (bench_export.py),
+- ``training`` (opt-in: ``--parts training``, about 25 minutes at full size on 2 quiet cores): fine-tuning updates
+  per second and peak RSS of every framework's training step against a plain transformers PyTorch loop, fp32 and
+  bf16, and a distillation update's cost against fine-tuning the same student (bench_training.py).
 
 The full run writes ``benchmarks/results/<part>.json`` and ``machine.json``, the chart ``docs/img/benchmarks.png``
 and the generated block of ``docs/benchmarks.md``; ``--smoke`` writes to ``benchmarks/results/tmp/`` (ignored by
@@ -36,7 +39,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import report
+from benchmarks import bench_training, report
 from benchmarks.common import (
     FULL_CONFIG,
     FULL_TOKENIZER,
@@ -52,7 +55,8 @@ from benchmarks.common import (
 
 logger = logging.getLogger("benchmarks.run")
 
-PARTS = ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers", "export")
+PARTS = ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers", "export", "training")
+DEFAULT_PARTS = tuple(part for part in PARTS if part != "training")  # training only when asked for (long)
 WORKERS = ("torch", "keras", "flax", "onnx")
 LOADING_WORKER = {"ours-torch": "torch", "ours-keras": "keras", "ours-flax": "flax", "transformers-torch": "torch"}
 
@@ -70,6 +74,7 @@ FULL = {
     "pipeline_limit": None,
     "accuracy_repeats": 1,
     "tokenizer_repeats": 10,
+    "training": bench_training.FULL_SETTINGS,
 }
 SMOKE = {
     "shapes": ((1, 16), (4, 32)),
@@ -84,6 +89,7 @@ SMOKE = {
     "pipeline_limit": 16,
     "accuracy_repeats": 1,
     "tokenizer_repeats": 1,
+    "training": bench_training.QUICK_SETTINGS,
 }
 
 
@@ -209,6 +215,17 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
         argv += [] if "torch" in workers else ["--no-torch"]
         results["export"] = _script_json(argv, path, "export")
         results["export"]["accuracy_model"] = "distilbert-mf/minilm-sst2 (packaged default model)" if packaged else None
+    if "training" in parts:
+        logger.info("part training: workers %s", workers)
+        results["training"] = bench_training.run_training(
+            str(checkpoint),
+            config_kwargs=config_kwargs,
+            contenders=[name for name, worker in bench_training.CONTENDERS.items() if worker in workers],
+            dtypes=args.dtypes.split(","),
+            distill_frameworks=[f for f in bench_training.DISTILL_FRAMEWORKS if f in workers],
+            threads=args.threads,
+            **settings["training"],
+        )
     if "tokenizers" in parts:
         logger.info("part tokenizers")
         path = scratch / "tokenizers.json"
@@ -220,7 +237,11 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny config, 1 repetition (seconds): checks the code")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument(
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all but training)",
+    )
     parser.add_argument("--workers", default=",".join(WORKERS), help="inference workers (frameworks) to run")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--threads", type=int, default=2, help="threads per framework (pinned alike)")

@@ -155,3 +155,66 @@ def test_page_keeps_the_written_analysis(tmp_path: Path) -> None:
     assert text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith("## Analysis\n\nkept\n")
     assert "old numbers" not in text and text.count(report.BEGIN) == 1
     assert "| PyTorch fp32 throughput 32×128 vs transformers | 0.909 | ≥ 1 | **missed** |" in text
+
+
+@pytest.mark.torch
+def test_smoke_training_part_torch(tmp_path: Path, shared_data: Path) -> None:
+    """The training part at tiny size, 2 timed updates: transformers' plain loop and ours, fp32 and bf16, the
+    distillation update against fine-tuning, the GEMM fraction, peak RSS, the targets and the page section."""
+    out, page, _ = run_driver(tmp_path, "--parts", "training", "--workers", "torch", timeout=300)
+    training = json.loads((out / "training.json").read_text())
+    cases = {(c["contender"], c["dtype"]): c for c in training["cases"]}
+    assert set(cases) == {(n, d) for n in ("transformers-torch", "ours-torch") for d in ("float32", "bfloat16")}
+    for (name, dtype), case in cases.items():
+        assert len(case["times_s"]) == case["steps"] == 2 and case["median_s"] > 0 and case["sequences_per_s"] > 0
+        assert len(case["losses"]) == case["warmup"] + case["steps"]
+        assert 0 < case["fraction_of_gemm_peak"] and case["gflops"] > 0 and 0 < case["cpu_share"]
+        assert case["peak_rss_bytes"] >= case["rss_before_bytes"] > 0 and case["peak_growth_bytes"] > 0
+        # same weights, batches and dropout seed: our update computes transformers' losses, bit for bit
+        assert case["losses"] == cases[("transformers-torch", dtype)]["losses"], (name, dtype)
+        assert case["loss_max_abs_diff_vs_transformers"] == 0.0
+    assert set(training["gemm_peak_gflops"]) == {"float32", "bfloat16"}
+    assert training["vs_transformers"]["float32"]["ours-torch"] == pytest.approx(
+        cases[("transformers-torch", "float32")]["median_s"] / cases[("ours-torch", "float32")]["median_s"]
+    )
+    (distil_fp32,) = training["distillation"]  # --smoke: float32 only
+    assert (distil_fp32["framework"], distil_fp32["dtype"], distil_fp32["task"]) == (
+        "torch",
+        "float32",
+        "text-classification",
+    )
+    assert distil_fp32["student_layers"] == [0] and distil_fp32["teacher_layers"] == 2
+    for kind in ("distillation", "fine_tuning"):
+        assert len(distil_fp32[kind]["times_s"]) == 2 and distil_fp32[kind]["median_s"] > 0
+    assert distil_fp32["distillation_over_fine_tuning"] > 0 and distil_fp32["flops_ratio"] > 1
+    verdicts = {row["target"]: row for row in report.evaluate_targets(report.load_results(out))}
+    assert verdicts["training float32 4×32: ours PyTorch vs transformers"]["met"] is not None
+    assert verdicts["training bfloat16 4×32: Flax nnx.jit vs our PyTorch"]["met"] is None  # flax not run
+    text = page.read_text()
+    assert "### Training" in text and "| ours-torch | bfloat16 |" in text and "**Distillation**" in text
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.tensorflow
+@pytest.mark.flax
+def test_smoke_training_every_framework(tmp_path: Path, shared_data: Path) -> None:
+    """bench_training --quick with Keras (graph and XLA) and Flax, both distillation tasks, float32."""
+    path = tmp_path / "training.json"
+    command = [sys.executable, "-m", "benchmarks.bench_training", "--quick", "--dtypes", "float32", "--json", str(path)]
+    command += ["--contenders", "ours-torch,ours-keras,ours-keras-xla,ours-flax"]
+    command += ["--distill-frameworks", "keras,flax", "--distill-tasks", "text-classification,masked-lm"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    training = json.loads(path.read_text())
+    cases = {c["contender"]: c for c in training["cases"]}
+    assert set(cases) == {"ours-torch", "ours-keras", "ours-keras-xla", "ours-flax"}
+    assert cases["ours-keras"]["jit_compile"] is False and cases["ours-keras-xla"]["jit_compile"] is True
+    for case in cases.values():
+        assert len(case["times_s"]) == 2 and all(0.5 < loss < 0.9 for loss in case["losses"])  # ~ln 2, 2 labels
+    assert set(training["vs_ours_torch"]["float32"]) == {"ours-keras", "ours-keras-xla", "ours-flax"}
+    runs = {(c["framework"], c["task"]): c for c in training["distillation"]}
+    assert set(runs) == {(f, t) for f in ("keras", "flax") for t in ("text-classification", "masked-lm")}
+    for case in runs.values():
+        assert case["distillation"]["median_s"] > 0 and case["fine_tuning"]["median_s"] > 0
+    assert runs[("flax", "masked-lm")]["loss_options"]["alpha_cos"] == 1.0
