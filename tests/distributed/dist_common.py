@@ -85,15 +85,28 @@ def torchrun(script: Path, spec_path: Path, nproc: int, *, timeout: float = 60.0
     return run_command(command, env=child_env(**env), timeout=timeout)
 
 
-def launch_ranks(script: Path, spec_path: Path, nproc: int, *, timeout: float = 60.0) -> list[tuple[int, str]]:
-    """Start ``nproc`` ranks of ``script`` by hand (torchrun's variables, a free port), each with its own output, so
-    a test can check what *every* rank said; all are killed if any runs past ``timeout``."""
+def torch_variables(rank: int, nproc: int, port: int) -> dict[str, str]:
+    """torchrun's variables for ``rank`` of ``nproc`` on 127.0.0.1:``port``."""
+    return {"RANK": str(rank), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}  # fmt: skip
+
+
+def jax_variables(rank: int, nproc: int, port: int, devices: int = 1) -> dict[str, str]:
+    """jax.distributed's variables for process ``rank`` of ``nproc`` (``devices`` CPU devices each)."""
+    return {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(nproc),
+            "JAX_PROCESS_ID": str(rank), "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}  # fmt: skip
+
+
+def launch_ranks(
+    script: Path, spec_path: Path, nproc: int, *, timeout: float = 60.0, variables: Any = torch_variables
+) -> list[tuple[int, str]]:
+    """Start ``nproc`` ranks of ``script`` by hand (``variables(rank, nproc, port)``: torchrun's by default, a free
+    port), each with its own output, so a test can check what *every* rank said; all are killed if any runs past
+    ``timeout``."""
     port = free_port()
     processes = []
     for rank in range(nproc):
-        env = child_env(
-            RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-        )
+        env = child_env(**variables(rank, nproc, port))
         processes.append(
             subprocess.Popen(
                 [sys.executable, str(script), str(spec_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE,

@@ -127,7 +127,7 @@ def test_bad_setups_fail_on_every_rank(tmp_path: Path, masked_lm_run: dict, shar
     env = child_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="1")
     code, output = run_command([sys.executable, str(WORKER), str(spec)], env=env, timeout=40)
     assert code != 0 and "DistributedSetupError: rank 0 of 2 could not join the process group at 127.0.0.1:1" in output
-    # resuming the checkpoint of another model (hidden_dim 41, not 37): the same error on both ranks, no hang
+    # resuming the checkpoint of another model (hidden_dim 41, not 38): the same error on both ranks, no hang
     from export_checkpoints import tiny_checkpoint
 
     other = tiny_checkpoint(tmp_path / "other-model", "masked_lm", shared_data, hidden_dim=41)
@@ -136,7 +136,7 @@ def test_bad_setups_fail_on_every_rank(tmp_path: Path, masked_lm_run: dict, shar
     spec = write_spec(tmp_path / "wrong", strategy="fsdp", resume=checkpoint, resume_step=1, **masked_lm_run)
     for rank, (code, output) in enumerate(launch_ranks(WORKER, spec, 2)):
         assert code != 0, (rank, output[-3000:])
-        assert "does not fit this model and optimizer" in output and "stored (41, 32), model (37, 32)" in output, (
+        assert "does not fit this model and optimizer" in output and "stored (41, 32), model (38, 32)" in output, (
             rank,
             output[-3000:],
         )
