@@ -55,6 +55,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from distilbert_mf.checkpoint.names import TIED_KEY, TIED_SOURCE
 from distilbert_mf.flax.sharding import TENSOR_PARALLEL_RULES, logical_partition_specs
 from distilbert_mf.flax.training import TrainStep
+from distilbert_mf.training.distributed import check_stored_shapes
 from distilbert_mf.training.state import read_json, write_json
 
 __all__ = [
@@ -457,22 +458,9 @@ def load_state(folder: str | os.PathLike[str], model: Any, optimizer: Any) -> No
         for key, entry in entries.items()
     }
     wanted = {f"{group}/{key}": tuple(value.shape) for group, entries in tree.items() for key, value in entries.items()}
-    if optimizer is None:
-        stored_shapes = {k: v for k, v in stored_shapes.items() if not k.startswith("optimizer/")}
-    missing = sorted(set(wanted) - set(stored_shapes))
-    unexpected = sorted(set(stored_shapes) - set(wanted))
-    wrong = sorted(k for k in wanted if k in stored_shapes and stored_shapes[k] != wanted[k])
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing {missing[:4]}" if missing else "",
-                f"unexpected {unexpected[:4]}" if unexpected else "",
-                ", ".join(f"{k}: stored {stored_shapes[k]}, model {wanted[k]}" for k in wrong[:4]),
-            )
-            if part
-        )
-        raise ValueError(f"{folder} does not fit this model and optimizer: {detail}")
+    check_stored_shapes(
+        folder, stored_shapes, wanted, ignore=lambda name: optimizer is None and name.startswith("optimizer/")
+    )
     target = {
         group: {
             key: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=value.sharding)

@@ -50,6 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distilbert_mf.checkpoint.names import TIED_KEY, TIED_SOURCE
+from distilbert_mf.training.distributed import check_stored_shapes
 from distilbert_mf.training.masking import IGNORE_INDEX
 from distilbert_mf.training.state import read_json, write_json
 
@@ -621,23 +622,12 @@ def load_state(
     state = _flat_state(model, optimizer)
     stored = _stored_shapes(folder)
     wanted = {key: tuple(value.shape) for key, value in state.items()}
-    absent = sorted(k for k in wanted if k not in stored)
-    if optimizer is None:
-        unexpected = sorted(k for k in stored if k.startswith("model/") and k not in wanted)
-    else:
-        unexpected = sorted(k for k in stored if not k.startswith("rng/") and k not in wanted)
-    wrong = sorted(k for k in wanted if k in stored and stored[k] != wanted[k])
-    if absent or unexpected or wrong:
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing {absent[:4]}" if absent else "",
-                f"unexpected {unexpected[:4]}" if unexpected else "",
-                ", ".join(f"{k}: stored {stored[k]}, model {wanted[k]}" for k in wrong[:4]),
-            )
-            if part
-        )
-        raise ValueError(f"{folder} does not fit this model and optimizer: {detail}")
+    check_stored_shapes(
+        folder,
+        stored,
+        wanted,
+        ignore=lambda name: name.startswith("rng/") or (optimizer is None and name.startswith("optimizer/")),
+    )
     if optimizer is not None:
         if meta.get("optimizer") != type(optimizer).__name__:
             raise ValueError(f"{folder} holds {meta.get('optimizer')} state, not {type(optimizer).__name__} state")
