@@ -34,9 +34,13 @@ _LAZY: dict[str, str] = {
     "HubUnreachableError": "distilbert_mf.hub",
     "NotInCacheError": "distilbert_mf.hub",
 }
-_AUTO_MODELS = ("AutoModel", *(f"AutoModelFor{head}" for head in (
-    "MaskedLM", "SequenceClassification", "MultipleChoice", "TokenClassification", "QuestionAnswering"
-)))
+_AUTO_MODELS = (
+    "AutoModel",
+    *(
+        f"AutoModelFor{head}"
+        for head in ("MaskedLM", "SequenceClassification", "MultipleChoice", "TokenClassification", "QuestionAnswering")
+    ),
+)
 _LAZY.update({prefix + name: "distilbert_mf.auto" for prefix in ("", "TF", "Flax") for name in _AUTO_MODELS})
 _LAZY.update({name: "distilbert_mf.torch" for name in _FRAMEWORK_CLASSES})
 _LAZY.update({"TF" + name: "distilbert_mf.tensorflow" for name in _FRAMEWORK_CLASSES})
