@@ -76,6 +76,8 @@ def test_training_page_command_and_examples_run(shared_data, monkeypatch, capsys
     assert printed.splitlines()[3] == "True"  # the pipeline's label is one of the data's class names
     if "flax" in ran:  # the Flax loop over the same batches follows the PyTorch run
         assert "flax True" in printed.splitlines()
+    if "tf" in ran:  # a plain model.fit with PyTorchAdamW counts updates, not micro-batches
+        assert "keras 2" in printed.splitlines()
 
 
 def test_every_option_is_documented():
