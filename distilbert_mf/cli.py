@@ -1328,7 +1328,7 @@ def _distill(args: argparse.Namespace) -> int:
 register(
     Command(
         "distill",
-        "distil a teacher into a smaller student (DistilBERT's losses), PyTorch; Keras / Flax loops to come",
+        "distil a teacher into a smaller student with DistilBERT's losses (PyTorch, Keras or Flax)",
         _distill_arguments,
         _distill,
         epilog=DISTILL_EPILOG,
