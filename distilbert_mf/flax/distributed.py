@@ -55,7 +55,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from distilbert_mf.checkpoint.names import TIED_KEY, TIED_SOURCE
 from distilbert_mf.flax.sharding import TENSOR_PARALLEL_RULES, logical_partition_specs
 from distilbert_mf.flax.training import TrainStep
-from distilbert_mf.training.distributed import check_stored_shapes
+from distilbert_mf.training.distributed import check_model_axis, check_stored_shapes
 from distilbert_mf.training.state import read_json, write_json
 
 __all__ = [
@@ -239,27 +239,18 @@ def make_mesh(*, model: int = 1, data: int | None = None, devices: Any = None) -
     return Mesh(grid, (DATA_AXIS, MODEL_AXIS), axis_types=(AxisType.Auto, AxisType.Auto))
 
 
-_DIVIDES = {"heads": ("n_heads", "dim"), "mlp": ("hidden_dim",), "vocab": ("vocab_size",)}
-
-
 def check_mesh(config: Any, mesh: Mesh, rules: Iterable[tuple[str, str | None]] = TENSOR_PARALLEL_RULES) -> None:
     """Every config size a rule splits must divide over its mesh axis (heads over ``n_heads`` and ``dim``, FFN
     over ``hidden_dim``, vocabulary over ``vocab_size``); a ``ValueError`` names the field, both sizes and a fix."""
     for logical, axis in rules:
-        if axis is None or logical not in _DIVIDES:
+        if axis is None:
             continue
         names = (axis,) if isinstance(axis, str) else tuple(axis)
         unknown = [name for name in names if name not in mesh.shape]
         if unknown:
             raise ValueError(f"the rules name mesh axes {unknown}; the mesh has {list(mesh.axis_names)}")
         size = int(np.prod([mesh.shape[name] for name in names]))
-        for field in _DIVIDES[logical]:
-            value = getattr(config, field)
-            if value % size:
-                raise ValueError(
-                    f"{field}={value} does not divide over mesh axis {axis!r} of size {size} (logical axis "
-                    f"{logical!r}); use a model axis that divides it, or leave {logical!r} out of the rules"
-                )
+        check_model_axis(config, size, axis if isinstance(axis, str) else str(axis), (logical,))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

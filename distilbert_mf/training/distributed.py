@@ -1,13 +1,32 @@
-"""Framework-neutral parts of the sharded checkpoints (PyTorch DCP, orbax, Keras): the check that a checkpoint's
-arrays fit the model and optimizer that are about to receive them, before any collective starts, so every process
-raises the same error."""
+"""Framework-neutral parts of sharded training (PyTorch DCP, JAX meshes, Keras layouts): whether a model-parallel
+axis divides the sizes it splits, and whether a checkpoint's arrays fit the model and optimizer that are about to
+receive them — both checked before any collective starts, so every process raises the same error."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
 
-__all__ = ["check_stored_shapes"]
+__all__ = ["SPLIT_SIZES", "check_model_axis", "check_stored_shapes"]
+
+# the logical axes a model-parallel layout splits -> the config fields each must divide (attention heads are split
+# whole: n_heads, and the projections' width dim)
+SPLIT_SIZES = {"heads": ("n_heads", "dim"), "mlp": ("hidden_dim",), "vocab": ("vocab_size",)}
+
+
+def check_model_axis(
+    config: object, size: int, axis: str = "model", logical: tuple[str, ...] = tuple(SPLIT_SIZES)
+) -> None:
+    """``ValueError`` naming the config field, both sizes and a fix when a model-parallel axis of ``size`` devices
+    does not divide a size it splits (``logical``: the logical axes laid out on it)."""
+    for name in logical:
+        for field in SPLIT_SIZES.get(name, ()):
+            value = getattr(config, field)
+            if value % size:
+                raise ValueError(
+                    f"{field}={value} does not divide over mesh axis {axis!r} of size {size} (logical axis "
+                    f"{name!r}); use a model axis that divides it, or leave {name!r} out of the rules"
+                )
 
 
 def check_stored_shapes(
