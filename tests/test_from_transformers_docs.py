@@ -1,6 +1,5 @@
 """docs/from-transformers.md: every test its tables name exists, every row that works names at least one, and the two
-rows no other test covered (``label2id`` alone, ``set_input_embeddings``) are tested here. ``set_input_embeddings``
-fails in Keras today; the strict xfail turns into a failure once it works, so the page gets updated."""
+rows no other test covered (``label2id`` alone, ``set_input_embeddings``) are tested here."""
 
 from __future__ import annotations
 
@@ -98,18 +97,7 @@ def _logits(model) -> np.ndarray:
     "framework",
     [
         pytest.param("pt", marks=pytest.mark.torch),
-        pytest.param(
-            "tf",
-            marks=[
-                pytest.mark.tensorflow,
-                pytest.mark.xfail(
-                    raises=ValueError,
-                    strict=True,
-                    reason="Keras refuses a new sub-layer on a built layer: PreTrainedModel.set_input_embeddings "
-                    "assigns the attribute without unlocking it (docs/from-transformers.md says so)",
-                ),
-            ],
-        ),
+        pytest.param("tf", marks=pytest.mark.tensorflow),
         pytest.param("flax", marks=pytest.mark.flax),
     ],
 )

@@ -279,7 +279,12 @@ class PreTrainedModel:
 
     def set_input_embeddings(self, value: Any) -> None:
         """Replace the word-embedding layer; its table must be (vocab_size, dim) of the config."""
-        self.base_model.embeddings.word_embeddings = value
+        embeddings = self.base_model.embeddings
+        setter = getattr(self._io(), "set_sublayer", None)  # Keras locks built layers; its adapter unlocks
+        if setter is None:
+            embeddings.word_embeddings = value
+        else:
+            setter(embeddings, "word_embeddings", value)
         if self._tied():
             self.tie_weights()
 

@@ -193,6 +193,13 @@ def _unlocked(layer: keras.layers.Layer) -> Iterator[None]:
             layer._tracker.lock()
 
 
+def set_sublayer(layer: keras.layers.Layer, name: str, value: keras.layers.Layer) -> None:
+    """``layer.<name> = value`` on a built layer (the old sub-layer untracked first)."""
+    with _unlocked(layer):
+        delattr(layer, name)
+        setattr(layer, name, value)
+
+
 def replace_vocabulary(
     model: TFDistilBertPreTrainedModel, config: DistilBertConfig, arrays: Mapping[str, np.ndarray]
 ) -> None:
