@@ -68,6 +68,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.common import (
     FULL_CONFIG,
+    ROOT,
     SMOKE_CONFIG,
     emit_json,
     forward_flops,
@@ -258,7 +259,7 @@ def transformers_update(checkpoint: str, bf16: bool) -> tuple[Update, dict[str, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     return update, {"transformers": transformers.__version__, "attn_implementation": "sdpa"}
 
@@ -574,6 +575,18 @@ def make_student(teacher: str | Path, folder: Path) -> tuple[Path, list[int]]:
     return folder, list(student.layers)
 
 
+def source_state() -> dict[str, Any]:
+    """The commit measured and the library files that differed from it (the working tree is what ran)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "distilbert_mf").splitlines()]
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_library_files": changed}
+
+
 def ratio_tables(cases: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """Per dtype, every contender's speed over the reference and over our PyTorch (baseline time / its time)."""
     out: dict[str, dict[str, dict[str, float]]] = {"vs_transformers": {}, "vs_ours_torch": {}}
@@ -585,22 +598,36 @@ def ratio_tables(cases: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict
     return out
 
 
+def cpu_seconds(case: Mapping[str, Any], threads: int) -> float:
+    """Mean CPU seconds (all threads) of a case's timed updates: ``cpu_share`` is their sum / (wall sum x threads)."""
+    times = case["times_s"]
+    return case["cpu_share"] * threads * sum(times) / len(times)
+
+
 def evaluate_targets(training: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The issue's training targets per dtype: measured ratio, goal, met (None: not measured)."""
-    times = {(c["contender"], c["dtype"]): c["median_s"] for c in training.get("cases", [])}
+    """The issue's training targets per dtype: measured ratio (wall time), goal, met (None: not measured); the detail
+    gives the same ratio in CPU time and says when the machine was loaded."""
+    cases, threads = training.get("cases", []), training.get("threads", 2)
+    times = {(c["contender"], c["dtype"]): c["median_s"] for c in cases}
+    cpu = {(c["contender"], c["dtype"]): cpu_seconds(c, threads) for c in cases}
     shape = f"{training.get('batch', 32)}×{training.get('seq', 128)}"
+    load = (training.get("load_average_start") or [0.0])[0]
+    loaded = f"; load average {load:.1f} on {threads} threads: re-measure on a quiet machine" if load > threads else ""
     rows = []
     for dtype in training.get("dtypes", ("float32", "bfloat16")):
         for what, (contender, baseline, goal) in TARGETS.items():
             a, b = times.get((baseline, dtype)), times.get((contender, dtype))
             measured = None if a is None or b is None else a / b
+            in_cpu = (
+                "" if measured is None else f" (in CPU time {cpu[(baseline, dtype)] / cpu[(contender, dtype)]:.2f})"
+            )
             rows.append(
                 {
                     "target": f"training {dtype} {shape}: {what}",
                     "measured": measured,
                     "goal": goal,
                     "met": None if measured is None else measured >= goal,
-                    "detail": f"{baseline} time per update / {contender} time per update",
+                    "detail": f"{baseline} time per update / {contender} time per update{in_cpu}{loaded}",
                 }
             )
     return rows
@@ -714,10 +741,24 @@ def run_training(
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()),
         "machine": machine_info(),
+        "source": source_state(),
         "duration_s": time.perf_counter() - started,
     }
     result["targets"] = evaluate_targets(result)
+    result["load_warning"] = load_warning(result)
     return result
+
+
+def load_warning(training: Mapping[str, Any]) -> str | None:
+    """A warning when the 1-minute load average at the start exceeded the threads (None on a quiet machine)."""
+    load, threads = (training.get("load_average_start") or [0.0])[0], training.get("threads", 2)
+    if load <= threads:
+        return None
+    return (
+        f"load average {load:.1f} on {threads} threads at the start: other work shared the CPU (see each case's "
+        "cpu_share and load averages); the contenders ran one after the other, so their ratios are not trustworthy: "
+        "re-measure on a quiet machine"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -475,6 +475,22 @@ def tokenizers_section(tokenizers: dict[str, Any]) -> list[str]:
     ]
 
 
+TRAINING_HEADER = [
+    "contender",
+    "dtype",
+    "s / update",
+    "sequences/s",
+    "vs transformers",
+    "vs ours-torch",
+    "GFLOP/s (% peak)",
+    "peak RSS MiB",
+    "peak growth MiB",
+    "first update s",
+    "CPU share",
+    "CPU s / update",
+    "CPU time vs transformers",
+    "load before",
+]
 DISTILLATION_HEADER = [
     "framework",
     "task",
@@ -483,6 +499,7 @@ DISTILLATION_HEADER = [
     "distillation s",
     "fine-tuning s",
     "distillation / fine-tuning",
+    "same in CPU time",
     "FLOPs ratio",
     "peak RSS MiB",
 ]
@@ -492,7 +509,7 @@ def training_section(training: dict[str, Any]) -> list[str]:
     """Updates per second, peak memory and the GEMM fraction of every training contender; the distillation cost."""
     if not training:
         return []
-    shape, peak = f"{training['batch']}×{training['seq']}", training.get("gemm_peak_gflops", {})
+    shape, peak, threads = f"{training['batch']}×{training['seq']}", training["gemm_peak_gflops"], training["threads"]
     loads = (training.get("load_average_start"), training.get("load_average_end"))
     lines = [
         "### Training",
@@ -502,15 +519,22 @@ def training_section(training: dict[str, Any]) -> list[str]:
         f"{training['steps']} timed updates after {training['warmup']} warm-up ones, each contender in its own fresh "
         f"process, one after the other; GFLOP/s count an update as 3 forwards of matmuls, against the GEMM peak of "
         "the same run (" + ", ".join(f"{d} {v:.0f} GFLOP/s" for d, v in peak.items()) + "). CPU share: CPU "
-        "seconds the process got / (wall seconds × threads) over the timed updates (1.0: both cores all the time). "
+        "seconds the process got / (wall seconds × threads) over the timed updates (1.0: both cores all the time); "
+        "CPU s / update: the CPU seconds (all threads) of a timed update, less sensitive than the wall time to other "
+        "work on the machine (threads that spin count as busy). "
         f"Load average (1, 5, 15 min) at start {_loads(loads[0])}, at end {_loads(loads[1])}; "
         f"OMP_WAIT_POLICY={training.get('omp_wait_policy', 'unset (OpenMP default)')}.",
         "",
     ]
+    if training.get("load_warning"):
+        lines += [f"**Warning: {training['load_warning']}.**", ""]
     ratios, ours = training.get("vs_transformers", {}), training.get("vs_ours_torch", {})
+    cases = training.get("cases", [])
+    cpu = {(c["contender"], c["dtype"]): bench_training.cpu_seconds(c, threads) for c in cases}
     rows = []
-    for case in training.get("cases", []):
+    for case in cases:
         dtype, name = case["dtype"], case["contender"]
+        reference_cpu = cpu.get((bench_training.REFERENCE, dtype))
         rows.append(
             [
                 name,
@@ -524,12 +548,12 @@ def training_section(training: dict[str, Any]) -> list[str]:
                 _fmt(None if case.get("peak_growth_bytes") is None else case["peak_growth_bytes"] / MIB, 0),
                 _fmt(case["first_step_s"], 1),
                 _fmt(case["cpu_share"], 2),
+                _fmt(cpu[(name, dtype)], 1),
+                _fmt(None if reference_cpu is None else reference_cpu / cpu[(name, dtype)], 2),
                 _loads(case.get("load_average_before", [])[:1]),
             ]
         )
-    header = ["contender", "dtype", "s / update", "sequences/s", "vs transformers", "vs ours-torch",
-              "GFLOP/s (% peak)", "peak RSS MiB", "peak growth MiB", "first update s", "CPU share", "load before"]  # fmt: skip
-    lines += [*_table(header, rows), ""]
+    lines += [*_table(TRAINING_HEADER, rows), ""]
     distillation = training.get("distillation", [])
     if distillation:
         rows = [
@@ -541,6 +565,11 @@ def training_section(training: dict[str, Any]) -> list[str]:
                 _fmt(case["distillation"]["median_s"], 2),
                 _fmt(case["fine_tuning"]["median_s"], 2),
                 _fmt(case["distillation_over_fine_tuning"], 2),
+                _fmt(
+                    bench_training.cpu_seconds(case["distillation"], threads)
+                    / bench_training.cpu_seconds(case["fine_tuning"], threads),
+                    2,
+                ),
                 _fmt(case["flops_ratio"], 2),
                 _fmt(case["peak_rss_bytes"] / MIB, 0),
             ]
@@ -678,7 +707,7 @@ def training_chart_path(chart: Path) -> Path:
 
 
 def write_training_chart(training: dict[str, Any], path: Path) -> Path | None:
-    """Training updates per second relative to transformers, per contender and dtype, as one PNG."""
+    """Training speed relative to transformers per contender and dtype, by wall time and by CPU time, as one PNG."""
     cases = training.get("cases", []) if training else []
     if not cases:
         return None
@@ -689,19 +718,28 @@ def write_training_chart(training: dict[str, Any], path: Path) -> Path | None:
 
     dtypes = list(dict.fromkeys(c["dtype"] for c in cases))
     names = list(dict.fromkeys(c["contender"] for c in cases))
-    fig, ax = plt.subplots(figsize=(8, 5))
+    measures = {
+        "wall time": {(c["contender"], c["dtype"]): c["median_s"] for c in cases},
+        "CPU time": {(c["contender"], c["dtype"]): bench_training.cpu_seconds(c, training["threads"]) for c in cases},
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     width = 0.8 / max(len(names), 1)
-    for i, name in enumerate(names):
-        values = [training.get("vs_transformers", {}).get(d, {}).get(name, 1.0) for d in dtypes]
-        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(dtypes))]
-        ax.bar(xs, values, width, label=name, color=_colour(name))
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.axhline(1.3, color="#3182bd", linestyle="--", linewidth=0.8, label="target: ours-torch ≥ 1.3")
-    ax.set_xticks(range(len(dtypes)), dtypes)
-    ax.set_ylabel("updates per second relative to transformers (PyTorch)")
+    for ax, (measure, seconds) in zip(axes, measures.items()):
+        for i, name in enumerate(names):
+            values = []
+            for dtype in dtypes:
+                mine, theirs = seconds.get((name, dtype)), seconds.get((bench_training.REFERENCE, dtype))
+                values.append(0 if mine is None or theirs is None else theirs / mine)
+            xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(dtypes))]
+            ax.bar(xs, values, width, label=name, color=_colour(name))
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.axhline(1.3, color="#3182bd", linestyle="--", linewidth=0.8, label="target: ours-torch ≥ 1.3")
+        ax.set_xticks(range(len(dtypes)), dtypes)
+        ax.set_title(f"by {measure} per update: higher is faster")
+    axes[0].set_ylabel("speed relative to transformers (PyTorch)")
+    axes[1].legend(fontsize=8)
     load = training.get("load_average_start") or [float("nan")]
-    ax.set_title(f"Training {training['batch']}×{training['seq']}: higher is faster (load average {load[0]:.1f})")
-    ax.legend(fontsize=8)
+    fig.suptitle(f"Training {training['batch']}×{training['seq']} (load average at start {load[0]:.1f})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
