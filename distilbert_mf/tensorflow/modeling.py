@@ -781,7 +781,8 @@ class TFDistilBertForMultipleChoice(_HeadModel):
     def head_loss(self, outputs: Any, labels: Any) -> Any:
         """``labels`` (batch,): index of the right choice."""
         logits = outputs["logits"]  # (batch, num_choices)
-        return class_loss(logits, labels, logits.shape[1])
+        num_choices = logits.shape[1]  # None when traced with the choices axis left free
+        return class_loss(logits, labels, ops.shape(logits)[1] if num_choices is None else num_choices)
 
 
 class TFDistilBertForTokenClassification(_HeadModel):

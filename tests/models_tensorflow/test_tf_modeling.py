@@ -449,3 +449,25 @@ def test_models_are_built_on_construction():
     model = TFDistilBertForSequenceClassification(tiny_config())  # no data, no Input layer
     assert model.built and len(model.trainable_weights) == len(model.weights) == 40
     assert TFDistilBertForMaskedLM(tiny_config()).built
+
+
+def test_multiple_choice_loss_traces_with_every_axis_free() -> None:
+    """A tf.function whose signature leaves batch, choices and length free (as tf.data pipelines do) computes the
+    same loss as the eager call."""
+    import tensorflow as tf
+
+    from distilbert_mf import DistilBertConfig
+    from distilbert_mf.tensorflow import TFDistilBertForMultipleChoice
+
+    config = DistilBertConfig(vocab_size=30, dim=8, n_layers=1, n_heads=2, hidden_dim=16, max_position_embeddings=16)
+    model = TFDistilBertForMultipleChoice(config)
+    ids = np.array([[[1, 4, 5, 2], [1, 6, 2, 0]], [[1, 7, 2, 0], [1, 8, 9, 2]]], dtype=np.int32)
+    labels = np.array([1, 0], dtype=np.int32)
+    eager = float(model(input_ids=ids, labels=labels).loss)
+    spec = tf.TensorSpec([None, None, None], tf.int32)
+
+    @tf.function(input_signature=[spec, tf.TensorSpec([None], tf.int32)])
+    def loss(input_ids, y):
+        return model(input_ids=input_ids, labels=y).loss
+
+    assert float(loss(ids, labels)) == pytest.approx(eager, rel=1e-6)
