@@ -498,7 +498,7 @@ def class_loss(logits: Array, labels: Any, num_classes: int) -> Array:
     return cross_entropy(logits.reshape(-1, num_classes), labels.reshape(-1))
 
 
-def mse(predictions: Array, targets: Array) -> Array:
+def mean_squared_error(predictions: Array, targets: Array) -> Array:
     """torch.nn.MSELoss (mean) over the flattened values."""
     return jnp.mean((predictions.reshape(-1).astype(jnp.float32) - targets.reshape(-1).astype(jnp.float32)) ** 2)
 
@@ -521,7 +521,7 @@ def sequence_classification_loss(config: DistilBertConfig, logits: Array, labels
     problem = "regression" if problem_type == "regression" else "multi-label classification"
     mu.check_same_size(OPS, labels, tuple(logits.shape), problem)
     if problem_type == "regression":
-        return mse(logits, labels)
+        return mean_squared_error(logits, labels)
     return binary_cross_entropy_with_logits(logits, labels.reshape(logits.shape))
 
 
