@@ -137,6 +137,18 @@ def squad(runs: Path) -> dict[str, Any]:
 
 
 EXPERIMENTS = {"sst2": sst2, "conll": conll, "squad": squad}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "XLA_FLAGS")
+
+
+def _merged(out: Path, recipe: dict[str, Any], frameworks: dict[str, Any]) -> dict[str, Any]:
+    """``frameworks`` over those already in ``out`` from a run of the same recipe (one process per framework may
+    run at the same time; each adds its own)."""
+    if not out.is_file():
+        return frameworks
+    earlier = json.loads(out.read_text(encoding="utf-8"))
+    if json.dumps(earlier.get("recipe"), default=str) != json.dumps(recipe, default=str):
+        return frameworks
+    return {**earlier.get("frameworks", {}), **frameworks}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             "train_loss": output.training_loss,
             "global_step": output.global_step,
             "minutes": round((time.monotonic() - start) / 60, 1),
+            "threads": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
         }
+        results["frameworks"] = _merged(out, recipe, results["frameworks"])
         logger.info("%s %s: %s", args.experiment, framework, output.eval_metrics)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")  # after each framework
+        partial = out.with_suffix(".json.partial")  # after each framework, atomically
+        partial.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        partial.replace(out)
     print(json.dumps({fw: r["eval"] for fw, r in results["frameworks"].items()}, indent=2))  # noqa: T201
     return 0
 

@@ -22,6 +22,7 @@ from distillation_helpers import (
 )
 
 from distilbert_mf.distillation import DistillationWeights, TaskDistillationWeights
+from distilbert_mf.distillation import losses as dl
 
 FRAMEWORKS = [
     pytest.param("pt", marks=pytest.mark.torch, id="pt"),
@@ -370,3 +371,54 @@ def test_keras_losses_under_other_backends(backend: str, tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert_losses(got, reference_general(student, teacher, **kwargs, alpha_mse=0.5))
+
+
+def _rows(value, rows: slice):
+    if isinstance(value, tuple):
+        return tuple(v[rows] for v in value)
+    return value[rows]
+
+
+@pytest.mark.torch  # the counts are neutral; the three frameworks' losses are equal (tests/parity)
+@pytest.mark.parametrize(("name", "options"), [(n, {}) for n in LOSS_FUNCTIONS] + [
+    ("distillation_loss", {"restrict_ce_to_mask": True})
+])  # fmt: skip
+def test_counts_make_halves_add_up_to_the_whole_batch(name: str, options: dict) -> None:
+    """What several processes do (``averaged_over``): each part of a batch weights each component by its share of
+    the component's count over both parts; the sums are the whole batch's components."""
+    framework = "pt"
+    student, teacher, kwargs = random_case(name, lengths=(7, 4, 1, 5))
+    if name == "question_answering_distillation_loss":
+        kwargs = {"start_positions": np.array([2, 0, 5, 1]), "end_positions": np.array([3, 0, 6, 1])}
+    batch, seq = np.shape(next(iter(_leaves_of(student))))[:2]
+    mask = kwargs.get("attention_mask", np.ones((batch, seq), np.int64))
+
+    def split(rows: slice) -> tuple[dict, dict, dict, dict]:
+        inputs = {"input_ids": np.zeros((batch, seq), np.int64)[rows], "attention_mask": mask[rows]}
+        targets = {k: v[rows] for k, v in kwargs.items() if k != "attention_mask"}
+        part = {k: _rows(v, rows) for k, v in kwargs.items()}
+        s, t = ({k: _rows(v, rows) for k, v in side.items()} for side in (student, teacher))
+        return inputs, targets, part, (s, t)
+
+    whole = run_loss(framework, name, student, teacher, **kwargs, **options)[0]
+    halves = [split(slice(0, 1)), split(slice(1, 4))]
+    counts = [dl.averaged_over(name, inputs, targets, options) for inputs, targets, _, _ in halves]
+    parts = [run_loss(framework, name, *sides, **part, **options)[0] for _, _, part, sides in halves]
+    assert any(a != b for a, b in zip(counts[0].values(), counts[1].values()))  # the halves do weigh differently
+    for component, value in whole.items():
+        if component == "loss":
+            continue
+        total = counts[0][component] + counts[1][component]
+        combined = sum(c[component] / total * p[component] for c, p in zip(counts, parts))
+        assert combined == pytest.approx(value, rel=1e-5), component
+
+
+def _leaves_of(outputs: dict) -> list:
+    return [v[0] if isinstance(v, tuple) else v for v in outputs.values()]
+
+
+def test_counts_refuse_question_answering_positions_outside_the_window() -> None:
+    inputs = {"input_ids": np.zeros((2, 5), np.int64), "attention_mask": np.ones((2, 5), np.int64)}
+    targets = {"start_positions": np.array([1, 7]), "end_positions": np.array([2, 3])}
+    with pytest.raises(ValueError, match="start_positions hold positions >= the sequence length 5"):
+        dl.averaged_over("question_answering_distillation_loss", inputs, targets, {})

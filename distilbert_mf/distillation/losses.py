@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from distilbert_mf import modeling_utils as mu
 from distilbert_mf.distillation.options import check_weights
 
@@ -220,6 +222,42 @@ def task_inputs(
     return pairs
 
 
+def averaged_over(
+    loss_name: str, inputs: Mapping[str, Any], targets: Mapping[str, Any], options: Mapping[str, Any]
+) -> dict[str, int]:
+    """How many items each component of ``loss_name`` averages over in one micro-batch (numpy ``inputs`` and
+    ``targets`` as :meth:`~distilbert_mf.distillation.run.DistillationRun.split` gives them): non-padding tokens,
+    selected tokens, labelled tokens or rows. Over several processes each one weights its component by its share of
+    the global count, so their sum is the whole batch's mean, as one process computes it."""
+    rows = int(np.shape(inputs["input_ids"])[0])
+    tokens = np.asarray(inputs["attention_mask"]) != 0  # (batch, seq)
+    labels = targets.get("labels")
+    labels = None if labels is None else np.asarray(labels)
+    labelled = None if labels is None or labels.dtype.kind == "f" else labels != mu.IGNORE_INDEX
+    if loss_name == "distillation_loss":
+        selected = tokens & labelled if options.get("restrict_ce_to_mask") and labelled is not None else tokens
+        counts = {"loss_ce": selected.sum(), "loss_mse": selected.sum(), "loss_cos": tokens.sum()}
+        if labelled is not None:
+            counts["loss_mlm"] = labelled.sum()
+    elif loss_name == "token_classification_distillation_loss":
+        counts = {"loss_ce": tokens.sum(), "loss_task": labelled.sum() if labelled is not None else 0}
+    elif loss_name == "sequence_classification_distillation_loss":
+        counts = {"loss_ce": rows, "loss_task": labelled.sum() if labelled is not None else rows}
+    elif loss_name == "question_answering_distillation_loss":
+        seq = int(np.shape(inputs["input_ids"])[1])
+        outside = [k for k in ("start_positions", "end_positions") if k in targets and (targets[k] >= seq).any()]
+        if outside:  # the loss ignores them (start and end apart): no single count weights the mean of the two
+            raise ValueError(
+                f"{' and '.join(outside)} hold positions >= the sequence length {seq}, which the question-answering "
+                "loss ignores; over several processes every position must lie inside its window (the data layer's "
+                "do: an answer outside the window is position 0)"
+            )
+        counts = {"loss_ce": rows, "loss_task": rows}
+    else:
+        raise ValueError(f"unknown distillation loss {loss_name!r}")
+    return {name: int(count) for name, count in counts.items()}
+
+
 def weighted(losses: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, Any]:
     """``{"loss": sum(weights[name] * losses[name]), **losses}``, components in the order of ``weights``; works on
     any framework's scalars."""
@@ -232,6 +270,7 @@ __all__ = [
     "COSINE_EPS",
     "TASKS",
     "GeneralInputs",
+    "averaged_over",
     "check_pair",
     "check_tokens",
     "general_inputs",

@@ -67,7 +67,7 @@ from distilbert_mf.distillation.options import (
 from distilbert_mf.training.batching import Step
 from distilbert_mf.training.data import canonical_task
 from distilbert_mf.training.state import read_json, write_json
-from distilbert_mf.training.trainer import TrainingArguments, TrainingRun, TrainOutput, prepare_run
+from distilbert_mf.training.trainer import TrainingArguments, TrainingRun, TrainOutput, World, prepare_run
 
 logger = logging.getLogger(__name__)
 
@@ -387,15 +387,18 @@ def _check_record(args: DistillationArguments, run: TrainingRun) -> None:
     write_json(path, record)
 
 
-def prepare_distillation(args: DistillationArguments) -> DistillationRun:
+def prepare_distillation(args: DistillationArguments, *, world: World | None = None) -> DistillationRun:
     """Check every input (see the module docstring), build the student when asked, prepare the student's run with
-    the frequency masker; nothing is trained yet."""
+    the frequency masker; nothing is trained yet. ``world``: the processes of a torchrun launch (rank 0 builds the
+    student and writes the run record; an error there is raised on every rank)."""
     if not isinstance(args, DistillationArguments):
         raise TypeError(f"prepare_distillation takes DistillationArguments, got {type(args).__name__}")
+    world = world if world is not None else World()
     teacher_config = DistilBertConfig.from_pretrained(args.teacher, **args.hub_options())
     if args.builds_student and args.resume_from_checkpoint in (None, False):
-        _build_student(args)
-    run = prepare_run(args)
+        world.on_main(lambda: _build_student(args))
+        world.barrier()
+    run = prepare_run(args, world=world)
     _check_teacher(args, run, teacher_config)
     if args.general:
         masker = FrequencyMasker.from_corpus(
@@ -407,7 +410,7 @@ def prepare_distillation(args: DistillationArguments) -> DistillationRun:
             random_replace_prob=args.random_replace_prob,
         )
         run.with_masker(masker)
-    _check_record(args, run)
+    world.on_main(lambda: _check_record(args, run))
     logger.info(
         "distilling %s (%d layers) into %s (%d layers): %s %s",
         args.teacher,
@@ -430,5 +433,7 @@ def distill(args: DistillationArguments) -> TrainOutput:
         raise ImportError(
             f"framework {args.framework!r} is not installed: pip install 'distilbert-mf[{EXTRAS[args.framework]}]'"
         )
-    drun = prepare_distillation(args)
-    return importlib.import_module(f"{FRAMEWORKS[args.framework][0]}.distillation").distil(drun)
+    package = FRAMEWORKS[args.framework][0]
+    launch = getattr(importlib.import_module(f"{package}.training"), "launch_world", None)  # torchrun ...
+    drun = prepare_distillation(args, world=launch(args) if launch is not None else None)
+    return importlib.import_module(f"{package}.distillation").distil(drun)

@@ -27,6 +27,7 @@ from torch import nn
 
 from distilbert_mf.distillation import losses as dl
 from distilbert_mf.modeling_utils import IGNORE_INDEX
+from distilbert_mf.torch.distributed import global_shares, gradient_sync
 from distilbert_mf.torch.modeling import (
     OPS,
     DistilBertPreTrainedModel,
@@ -39,16 +40,13 @@ from distilbert_mf.torch.modeling import (
 from distilbert_mf.torch.training import (
     apply_update,
     autocast,
-    create_optimizer,
-    load_model,
-    load_training_state,
+    engine_for,
     predict,
     resolve_device,
     rng_state,
-    save_training_state,
     to_device,
 )
-from distilbert_mf.training.trainer import hold_interrupts
+from distilbert_mf.training.trainer import World, hold_interrupts
 
 if TYPE_CHECKING:
     from distilbert_mf.distillation.run import DistillationRun
@@ -261,48 +259,68 @@ def distillation_step(
     learning_rate: float,
     max_grad_norm: float | None,
     bf16: bool = False,
+    world: World | None = None,
+    counts: Sequence[Mapping[str, int]] | None = None,
 ) -> tuple[dict[str, float], float]:
     """One update from ``batches`` ((model inputs, loss targets) per micro-batch): the teacher's forward without
     gradients, the student's forward and backward through ``loss(**options)``, then the fine-tuning loop's
     ``apply_update`` (clipping, learning rate, AdamW step) ->
-    (the mean micro-batch losses by name, the gradient norm before clipping)."""
+    (the mean micro-batch losses by name, the gradient norm before clipping).
+
+    Under torchrun (``world`` of several ranks, ``student`` wrapped by DDP or FSDP2) each rank holds its share of the
+    global batch: ``counts`` (per micro-batch, :func:`~distilbert_mf.distillation.losses.averaged_over`) weight
+    every loss component by this rank's share of its global count, so the update and the reported losses are the
+    ones one process computes on the whole batch."""
     if not batches:
         raise ValueError("an update needs at least one micro-batch, got none")
     device = next(student.parameters()).device
     count = len(batches)
+    shares = None
+    if world is not None and world.world_size > 1:
+        if counts is None or len(counts) != count:
+            raise ValueError("over several processes, distillation_step needs the counts of every micro-batch")
+        shares = global_shares(counts, world)
     sums: dict[str, torch.Tensor] = {}
-    for inputs, targets in batches:
+    for index, (inputs, targets) in enumerate(batches):
         with torch.no_grad(), autocast(device, bf16):
             teacher_out = teacher(**inputs, output_hidden_states=output_hidden_states)
-        with autocast(device, bf16):
+        with gradient_sync(student, index == count - 1), autocast(device, bf16):
             student_out = student(**inputs, output_hidden_states=output_hidden_states)
             losses = loss(student_out, teacher_out, **targets, **options)
+        if shares is not None:  # this rank's part of each global mean
+            losses = {name: value * shares[index][name] for name, value in losses.items() if name != "loss"}
+            losses = dl.weighted(losses, {name: options[_alpha(name)] for name in losses})
         (losses["loss"] / count if count > 1 else losses["loss"]).backward()
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float()
     grad_norm = apply_update(student, optimizer, learning_rate=learning_rate, max_grad_norm=max_grad_norm)
-    return {name: float(total) / count for name, total in sums.items()}, grad_norm
+    means = {name: float(total) / count for name, total in sums.items()}
+    if shares is not None:  # the sum over ranks of world_size x each rank's part is world_size x the global mean
+        totals = world.all_sum(list(means.values()))
+        means = {name: total / world.world_size for name, total in zip(means, totals)}
+    return means, grad_norm
+
+
+def _alpha(component: str) -> str:
+    """The weight option of a loss component: ``loss_ce`` -> ``alpha_ce``."""
+    return "alpha_" + component.removeprefix("loss_")
 
 
 def distil(drun: DistillationRun) -> TrainOutput:
     """Distil with PyTorch: :func:`distilbert_mf.torch.training.fit`'s loop with the teacher and the distillation
-    loss; logging, evaluation (the student's), checkpoints, resume and Ctrl-C through the run."""
+    loss; logging, evaluation (the student's), checkpoints, resume and Ctrl-C through the run. Under torchrun the
+    student is placed as in fine-tuning (DDP, or FSDP2 with ``fsdp``); every rank holds the whole frozen teacher."""
     run, args = drun.run, drun.args
-    device = resolve_device(args.device)
-    student = load_model(run, device)
-    teacher = load_teacher(drun, device)
-    optimizer = create_optimizer(student, run)
-    if run.resume_dir is not None:
-        load_training_state(run.resume_dir, student, optimizer)
-        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
-    else:
-        torch.manual_seed(args.seed)
+    context = run.world.context
+    teacher = load_teacher(drun, context.device if context is not None else resolve_device(args.device))
+    engine = engine_for(run)
+    student, device = engine.model, engine.device
     rng_after_update = rng_state(device)
     max_grad_norm = args.max_grad_norm if args.max_grad_norm else None
     loss = LOSSES[drun.loss_name]
 
     def save(folder: Path) -> None:
-        save_training_state(folder, student, optimizer, rng_after_update)
+        engine.save_state(folder, rng_after_update)
 
     def run_predict(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return predict(student, batch, bf16=args.bf16)
@@ -310,19 +328,23 @@ def distil(drun: DistillationRun) -> TrainOutput:
     try:
         for step in run.steps():
             learning_rate = run.schedule(step.global_step - 1)
-            batches = [tuple(to_device(part, device) for part in drun.split(batch)) for batch in step.batches]
+            parts = [drun.split(batch) for batch in step.batches]
             with hold_interrupts():
                 losses, grad_norm = distillation_step(
                     student,
                     teacher,
-                    optimizer,
-                    batches,
+                    optimizer=engine.optimizer,
+                    batches=[tuple(to_device(part, device) for part in pair) for pair in parts],
                     loss=loss,
                     options=drun.loss_options,
                     output_hidden_states=drun.output_hidden_states,
                     learning_rate=learning_rate,
                     max_grad_norm=max_grad_norm,
                     bf16=args.bf16,
+                    world=run.world,
+                    counts=[dl.averaged_over(drun.loss_name, *pair, drun.loss_options) for pair in parts]
+                    if run.world.world_size > 1
+                    else None,
                 )
                 rng_after_update = rng_state(device)
                 drun.end_step(
@@ -336,7 +358,7 @@ def distil(drun: DistillationRun) -> TrainOutput:
     except KeyboardInterrupt:
         drun.interrupted(save)
         raise
-    return drun.finish(save_model=student.save_pretrained, predict=run_predict)
+    return drun.finish(save_model=engine.save_model, predict=run_predict)
 
 
 __all__ = [

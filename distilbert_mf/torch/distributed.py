@@ -65,6 +65,8 @@ __all__ = [
     "fill_from_arrays",
     "fully_shard_model",
     "gather_arrays",
+    "global_shares",
+    "gradient_sync",
     "init_distributed",
     "is_distributed_checkpoint",
     "launch_environment",
@@ -429,14 +431,28 @@ def _global_counts(counts: Sequence[int], ctx: DistributedContext) -> list[int]:
     return [int(v) for v in local.tolist()]
 
 
-def _no_sync(model: nn.Module, last: bool) -> Any:
+def gradient_sync(model: nn.Module, last: bool) -> Any:
     """Skip the gradient reduction of every micro-batch but an update's last (DDP ``no_sync``; FSDP2
-    ``set_requires_gradient_sync``); the numbers do not change, only the traffic."""
-    if last:
+    ``set_requires_gradient_sync``); the numbers do not change, only the traffic. A context for the micro-batch's
+    forward and backward."""
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(last)
+    if last or not hasattr(model, "no_sync"):
         return nullcontext()
-    if hasattr(model, "no_sync"):
-        return model.no_sync()
-    return nullcontext()
+    return model.no_sync()
+
+
+def global_shares(counts: Sequence[Mapping[str, int]], world: Any) -> list[dict[str, float]]:
+    """Per micro-batch, ``world_size * n / N`` for each named count (``n`` this rank's, ``N`` the sum over ranks, one
+    all-reduce for all): the factor that turns a local mean over ``n`` items into this rank's part of the global
+    mean, under an engine that averages gradients over ranks. 0 where no rank has an item (the local mean is 0)."""
+    names = [sorted(c) for c in counts]
+    flat = [float(c[name]) for c, keys in zip(counts, names) for name in keys]
+    totals = iter(world.all_sum(flat))
+    shares = []
+    for c, keys in zip(counts, names):
+        shares.append({name: world.world_size * c[name] / total if (total := next(totals)) else 0.0 for name in keys})
+    return shares
 
 
 def train_step(
@@ -462,14 +478,10 @@ def train_step(
         raise ValueError("an update needs at least one micro-batch, got none")
     counts = [target_count(batch) for batch in batches]
     totals = _global_counts(counts, ctx)
-    fsdp = hasattr(model, "set_requires_gradient_sync")
     weighted_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     for index, batch in enumerate(batches):
-        last = index == len(batches) - 1
-        if fsdp:
-            model.set_requires_gradient_sync(last)
         share = counts[index] / totals[index] if totals[index] else 0.0
-        with _no_sync(model, last), autocast(ctx.device, bf16):
+        with gradient_sync(model, index == len(batches) - 1), autocast(ctx.device, bf16):
             loss = model(**batch).loss
         scale = ctx.world_size * share / len(batches)
         (loss * scale).backward()

@@ -73,6 +73,7 @@ __all__ = [
     "apply_update",
     "autocast",
     "create_optimizer",
+    "engine_for",
     "fit",
     "launch_world",
     "load_model",
@@ -454,16 +455,22 @@ def one_process(run: TrainingRun) -> Engine:
     )
 
 
+def engine_for(run: TrainingRun) -> Engine:
+    """:func:`one_process`, or :func:`distilbert_mf.torch.distributed.engine` under torchrun (``run.world``) and when
+    resuming a checkpoint torchrun wrote."""
+    from distilbert_mf.torch import distributed
+
+    sharded = run.resume_dir is not None and distributed.is_distributed_checkpoint(run.resume_dir)
+    return distributed.engine(run) if run.world.context is not None or sharded else one_process(run)
+
+
 def fit(run: TrainingRun) -> TrainOutput:
     """Train ``run`` with the PyTorch model: the loop over ``run.steps()``; logging, evaluation and checkpoints
     through ``run.end_step``; Ctrl-C saves a checkpoint of the last completed update (``run.interrupted``).
     Under torchrun (``run.world``), or resuming a checkpoint torchrun wrote, the model is placed by
     :func:`distilbert_mf.torch.distributed.engine`."""
-    from distilbert_mf.torch import distributed
-
     args = run.args
-    sharded = run.resume_dir is not None and distributed.is_distributed_checkpoint(run.resume_dir)
-    engine = distributed.engine(run) if run.world.context is not None or sharded else one_process(run)
+    engine = engine_for(run)
     model, device = engine.model, engine.device
     rng_after_update = rng_state(device)
     max_grad_norm = args.max_grad_norm if args.max_grad_norm else None
