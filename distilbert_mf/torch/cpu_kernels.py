@@ -17,6 +17,9 @@ from torch import nn
 # The linear layers run on oneDNN with the bias and activation fused: about 2x the default BLAS (MKL) in float32 on
 # AMD Zen CPUs, and 5-10% faster in bfloat16. False: always F.linear.
 ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN has no bfloat16 inner product on CPUs without AVX-512 (BF16) or AMX (an AVX2-only EPYC, say): there the
+# bfloat16 linear layers stay on F.linear
+ONEDNN_BF16 = ONEDNN_LINEAR and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 ONEDNN_ACTIVATIONS = {  # activation name -> oneDNN post-op (attribute, algorithm)
     None: ("none", ""),
     "gelu": ("gelu", "none"),  # exact erf
@@ -44,11 +47,12 @@ def cpu_inference(*tensors: torch.Tensor) -> bool:
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """float32 / bfloat16 CPU inference (:func:`cpu_inference`) of a non-empty input."""
+    """float32 / bfloat16 (where oneDNN supports it: :data:`ONEDNN_BF16`) CPU inference (:func:`cpu_inference`) of a
+    non-empty input."""
     return (
         ONEDNN_LINEAR
         and x.dtype == weight.dtype
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and ONEDNN_BF16))
         and x.numel() > 0
         and cpu_inference(x, weight)
     )

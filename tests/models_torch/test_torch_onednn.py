@@ -63,8 +63,15 @@ def test_models_match_the_plain_path(cls, tiny_config, monkeypatch, calls) -> No
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
 
 
+BF16 = pytest.param(
+    torch.bfloat16,
+    marks=pytest.mark.skipif(not cpu_kernels.ONEDNN_BF16, reason="oneDNN has no bfloat16 inner product on this CPU"),
+    id="torch.bfloat16",
+)
+
+
 @pytest.mark.parametrize("activation", ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="torch.float32"), BF16])
 def test_fused_activation_matches_the_plain_path(activation, dtype, monkeypatch, calls) -> None:
     torch.manual_seed(0)
     layer = modeling.Linear(32, 37).to(dtype)
@@ -104,3 +111,18 @@ def test_export_sees_the_plain_linear(tiny_config) -> None:
     exported = torch.export.export(model, (ids, torch.ones_like(ids)))
     graph = str(exported.graph)
     assert "mkldnn" not in graph and "linear" in graph
+
+
+def test_bfloat16_stays_on_the_plain_path_where_onednn_cannot(tiny_config, monkeypatch, calls) -> None:
+    """A CPU without AVX-512 BF16 or AMX (oneDNN refuses its bfloat16 inner product): bfloat16 inference runs F.linear
+    instead of failing, float32 keeps the kernel."""
+    monkeypatch.setattr(cpu_kernels, "ONEDNN_BF16", False)
+    model = build(ALL_CLASSES[2], tiny_config).eval().to(torch.bfloat16)
+    ids, mask = make_inputs(ALL_CLASSES[2], tiny_config)
+    with torch.inference_mode():
+        out = model(ids, mask).logits
+        assert not cpu_kernels.use_onednn(
+            torch.ones(2, 4, dtype=torch.bfloat16), torch.ones(3, 4, dtype=torch.bfloat16)
+        )
+        assert cpu_kernels.use_onednn(torch.ones(2, 4), torch.ones(3, 4))
+    assert calls == [] and out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())
