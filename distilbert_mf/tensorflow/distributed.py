@@ -11,21 +11,24 @@ The model code holds no engine calls; the engines place it:
 - **TensorFlow backend**: :func:`mirrored_strategy` (``tf.distribute.MirroredStrategy`` over local devices;
   :func:`logical_cpu_devices` splits the CPU in tests) and :func:`multi_worker_strategy`
   (``MultiWorkerMirroredStrategy``, machines described by ``TF_CONFIG``). Build the model and the optimizer under
-  ``strategy.scope()``; ``model.fit`` splits each batch across the replicas, Keras scales each replica's loss by
-  ``1 / replicas`` and the gradients are summed, so the update is the global mean's when the replicas hold equal
-  numbers of targets (always for sequence-level tasks; token-level tasks weigh each replica's loss by its own
-  targets).
+  ``strategy.scope()`` — ``with strategy.scope(): train(args)`` does, for the whole fine-tuning run (the loop of
+  :mod:`distilbert_mf.tensorflow.training`). ``model.fit`` splits each batch across the replicas and the
+  replicas' gradients are summed, so each replica's loss is weighted by its share of the global batch's targets
+  (:func:`replica_loss`: rows for sequence-level tasks, labelled tokens for token-level ones), which makes the sum
+  the gradient of the global mean loss; the optimizer clips and applies that sum (:func:`sum_over_replicas`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
+from keras import ops
 
+from distilbert_mf.modeling_utils import IGNORE_INDEX
 from distilbert_mf.training.distributed import check_model_axis
 
 __all__ = [
@@ -39,6 +42,10 @@ __all__ = [
     "mirrored_strategy",
     "model_parallel",
     "multi_worker_strategy",
+    "replica_loss",
+    "replicas_in_sync",
+    "sum_over_replicas",
+    "target_count",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,3 +168,68 @@ def multi_worker_strategy() -> Any:
     if not 0 <= int(index) < len(workers):
         raise RuntimeError(f"TF_CONFIG task index {index} is not one of the {len(workers)} workers")
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Inside a tf.distribute replica: the loss each replica differentiates, the gradients the optimizer applies
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def replicas_in_sync() -> int:
+    """The replicas of the current ``tf.distribute`` strategy (TensorFlow backend; 1 without a strategy scope and
+    under the other backends, whose ``keras.distribution`` runs one SPMD program)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+def _replica_context() -> Any:
+    """The ``tf.distribute`` replica context when this code runs in one replica of several, else None."""
+    if replicas_in_sync() == 1:
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()  # None in the cross-replica context
+    return context if context is not None and context.num_replicas_in_sync > 1 else None
+
+
+def target_count(labels: Any, rows: Any) -> Any:
+    """The targets a loss averages over, as a float32 scalar: the entries of integer ``labels`` that are not -100
+    (rows of classification, tokens of token classification and masked LM), else ``rows`` (float labels,
+    question answering's positions, no labels) — the rule of :func:`distilbert_mf.torch.distributed.target_count`."""
+    if labels is not None and not isinstance(labels, (tuple, list, Mapping)):
+        labels = ops.convert_to_tensor(labels)
+        if "int" in keras.backend.standardize_dtype(labels.dtype):
+            return ops.sum(ops.cast(ops.not_equal(labels, IGNORE_INDEX), "float32"))
+    return ops.cast(rows, "float32")
+
+
+def replica_loss(loss: Any, labels: Any, rows: Any) -> Any:
+    """The loss one ``tf.distribute`` replica differentiates: ``loss`` (the mean over this replica's targets) times
+    ``n / N``, ``n`` this replica's :func:`target_count` and ``N`` the sum over the replicas (one all-reduce). The
+    replicas' gradients are summed, so the update is the gradient of the global batch's mean loss however the
+    targets fall (token-level tasks: the replicas hold different numbers of labelled tokens); Keras logs each
+    replica's loss times the replicas and averages them, which is that global mean too. Outside a replica of
+    several (one device, no strategy, the JAX backend) ``loss`` is returned as it is."""
+    context = _replica_context()
+    if context is None:
+        return loss
+    import tensorflow as tf
+
+    count = target_count(labels, rows)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return loss * ops.cast(count / ops.maximum(total, 1.0), loss.dtype)
+
+
+def sum_over_replicas(gradients: Sequence[Any]) -> list[Any]:
+    """``gradients`` summed over the replicas (one all-reduce) inside a ``tf.distribute`` replica of several; as
+    they are elsewhere. Every replica then holds the same sums, so clipping sees the global norm and every replica
+    applies the same update to its own copy of the variables."""
+    context = _replica_context()
+    if context is None:
+        return list(gradients)
+    import tensorflow as tf
+
+    return list(context.all_reduce(tf.distribute.ReduceOp.SUM, list(gradients)))

@@ -108,21 +108,28 @@ def assign_canonical(variable: Any, transposed: bool, array: np.ndarray, *, rele
     """Copy a canonical array into ``variable``: cast to its dtype, transposed for kernels.
 
     With TensorFlow the copy goes block by block into the variable's own memory (``release``: the checkpoint file's
-    pages are given back after each block, see :mod:`distilbert_mf.checkpoint.transfer`); other Keras backends
-    take one whole array."""
+    pages are given back after each block, see :mod:`distilbert_mf.checkpoint.transfer`), into every copy of a
+    variable mirrored by a ``tf.distribute`` strategy (one per local replica); other Keras backends take one whole
+    array."""
     dtype = NUMPY_DTYPES[keras.backend.standardize_dtype(variable.dtype)]
     if keras.backend.backend() != "tensorflow":
         variable.assign(transfer.stored_copy(array, dtype=dtype, transposed=transposed, release=release))
         return
     import tensorflow as tf
 
-    handle, stored = variable.value.handle, transfer.stored_shape(array.shape, transposed)
+    value = variable.value  # a MirroredVariable's handle is one replica's copy: write each local one
+    mirrored = isinstance(value, tf.distribute.DistributedValues)
+    handles = [c.handle for c in (value.distribute_strategy.experimental_local_results(value) if mirrored else [value])]
+    stored = transfer.stored_shape(array.shape, transposed)
     for rows, block in transfer.blocks(array, dtype=dtype, transposed=transposed, release=release):
         # written in place: ``variable[rows].assign`` would first read (and so copy) the whole variable
         begin, end = [0] * len(stored), list(stored)
         axis = len(stored) - 1 if transposed else 0
         begin[axis], end[axis] = rows.start, rows.stop
-        tf.raw_ops.ResourceStridedSliceAssign(ref=handle, begin=begin, end=end, strides=[1] * len(stored), value=block)
+        for handle in handles:
+            tf.raw_ops.ResourceStridedSliceAssign(
+                ref=handle, begin=begin, end=end, strides=[1] * len(stored), value=block
+            )
 
 
 # ----------------------------------------------------------------------------------------------- the adapter

@@ -37,6 +37,7 @@ from distilbert_mf.outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from distilbert_mf.tensorflow.distributed import replica_loss
 
 if int(keras.__version__.split(".")[0]) < 3:
     raise ImportError(
@@ -418,7 +419,11 @@ class TFDistilBertPreTrainedModel(keras.Model, PreTrainedModel):
         self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None, training: bool = True
     ) -> Any:
         """``fit`` / ``evaluate``: the model's own loss when the inputs carry labels (or ``y`` is given and no loss
-        was compiled); otherwise the compiled loss on the logits."""
+        was compiled); otherwise the compiled loss on the logits.
+
+        Under ``tf.distribute`` the own loss of each replica is weighted by its share of the global batch's targets
+        (:func:`distilbert_mf.tensorflow.distributed.replica_loss`), as Keras' compiled losses are scaled for the
+        replicas: the summed gradients are then those of the global batch's mean loss."""
         own = y_pred.get("loss") if isinstance(y_pred, Mapping) else None
         if own is None and y is not None and self._compile_loss is None and self.head != "base":
             own = self.head_loss(y_pred, _targets(self.head, y))
@@ -426,7 +431,9 @@ class TFDistilBertPreTrainedModel(keras.Model, PreTrainedModel):
             return super().compute_loss(x, y, keras_prediction(y_pred), sample_weight, training)
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported with the model's own loss; compile a Keras loss instead")
-        return own
+        labels = y if y is not None else (x.get("labels") if isinstance(x, Mapping) else None)
+        first = y_pred.get("logits", y_pred.get("start_logits"))
+        return replica_loss(own, labels, ops.shape(first)[0])
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> dict[str, Any]:
         return super().compute_metrics(x, y, keras_prediction(y_pred), sample_weight)

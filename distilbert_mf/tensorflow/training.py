@@ -51,7 +51,11 @@ carry their labels):
   multiples of :data:`WIDTH_MULTIPLE` (pad tokens, mask 0, labels -100: the same numbers), so the step compiles for
   a few widths only.
 
-The optimizer and the loop run under ``KERAS_BACKEND=tensorflow`` (the default) and ``jax``.
+The optimizer and the loop run under ``KERAS_BACKEND=tensorflow`` (the default) and ``jax``, and past one device
+under a ``keras.distribution`` (JAX backend) or inside a ``tf.distribute`` strategy's scope (TensorFlow backend:
+``with strategy.scope(): train(args)``). There each replica's loss is weighted by its share of the batch's targets
+(the model's ``compute_loss``), the optimizer sums the replicas' gradients before it clips them, and the model is
+loaded into every replica's copy of its variables — the update of one device (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +76,7 @@ import numpy as np
 from keras import ops
 
 from distilbert_mf._io import atomic_path
+from distilbert_mf.tensorflow.distributed import replicas_in_sync, sum_over_replicas
 from distilbert_mf.tensorflow.loading import canonical_variables
 from distilbert_mf.tensorflow.modeling import NUMPY_DTYPES, TFDistilBertPreTrainedModel
 from distilbert_mf.training.batching import TOKEN_LEVEL_TASKS, Step, widen_batch
@@ -90,6 +96,7 @@ __all__ = [
     "PyTorchAdamW",
     "RunCallback",
     "StepFeed",
+    "check_replicas",
     "create_optimizer",
     "fit",
     "load_model",
@@ -305,7 +312,9 @@ class PyTorchAdamW(keras.optimizers.AdamW):
         return new if self._apply_now is None else ops.where(self._apply_now, new, old)
 
     def _backend_apply_gradients(self, grads: Sequence[Any], trainable_variables: Sequence[Any]) -> None:
-        grads = [_dense(g) for g in grads]
+        # under tf.distribute the replicas' gradients are summed first (Keras' TensorFlow optimizer would sum them
+        # only in its update step, after this clipping): clipping, accumulation and the update see the global ones
+        grads = sum_over_replicas([_dense(g) for g in grads])
         if not self.accumulation_steps:
             self._update(grads, trainable_variables)
             return
@@ -334,6 +343,19 @@ class PyTorchAdamW(keras.optimizers.AdamW):
         self._grad_norm.assign(self._keep(norm, ops.convert_to_tensor(self._grad_norm)))
         updates = ops.convert_to_tensor(self._updates)
         self._updates.assign(self._keep(updates + 1, updates))
+
+    def _backend_update_step(
+        self, grads: Sequence[Any], trainable_variables: Sequence[Any], learning_rate: Any
+    ) -> None:
+        """:meth:`update_step` of every variable. Under a ``tf.distribute`` strategy of several replicas the
+        gradients arrive summed over the replicas (:meth:`_backend_apply_gradients`) and every replica computes the
+        same update: each applies it to its own copy of the variables (Keras' variables are mirrored with
+        aggregation ``"none"``), without the TensorFlow optimizer's all-reduce, which would sum them again."""
+        if replicas_in_sync() == 1:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            return
+        for gradient, variable in zip(grads, trainable_variables):
+            self.update_step(gradient, variable, learning_rate)
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """PyTorch's AdamW step of one variable (decay, moments, bias-corrected step)."""
@@ -624,6 +646,10 @@ class StepFeed:
     """The micro-batches of ``run.steps()`` in order, for ``model.fit``; the :class:`Step` objects they came from
     queue up in :attr:`steps` (the generator may run ahead of training: tf.data prefetches).
 
+    Each micro-batch is made once, by its index, and kept until :meth:`trained` says it was trained; iterating the
+    feed again starts over from micro-batch 0 and ends an older iterator: Keras under ``tf.distribute`` reads the
+    first batch of a fresh iterator (to build the model) before it starts the epoch on another one.
+
     Args:
         run: the run (its steps, sizes, data).
         width_multiple: round every batch's width up to a multiple of this (None: as the data layer made them).
@@ -638,6 +664,11 @@ class StepFeed:
         self._first: Step | None = next(self._iterator, None)
         if self._first is None or not self.sizes:
             raise ValueError(f"the run has no update left ({run.state.global_step} of {run.plan.max_steps} done)")
+        self._source = self._micro_batches(self._first)
+        self._made: dict[int, dict[str, np.ndarray]] = {}  # index -> micro-batch, until trained
+        self._count = 0  # micro-batches made
+        self._reads = 0  # iterators started (only the newest yields)
+        self._lock = threading.Lock()  # tf.data calls the generator from its own threads
 
     def __len__(self) -> int:
         """Micro-batches still to come from the start (the ``steps_per_epoch`` of the one ``fit`` epoch)."""
@@ -652,14 +683,36 @@ class StepFeed:
             max_width=self.run.config.max_position_embeddings,
         )
 
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        first, self._first = self._first, None
-        if first is None:
-            raise RuntimeError("a StepFeed is read once")
+    def _micro_batches(self, first: Step) -> Iterator[dict[str, np.ndarray]]:
         for step in itertools.chain([first], self._iterator):
             self.steps.append(step)
             for batch in step.batches:
                 yield _model_batch(self.widen(batch))
+
+    def batch(self, index: int) -> dict[str, np.ndarray]:
+        """Micro-batch ``index`` (0: the first of the run's remaining updates), made when first asked for."""
+        with self._lock:
+            while self._count <= index:
+                self._made[self._count] = next(self._source)
+                self._count += 1
+            if index not in self._made:
+                raise RuntimeError(f"micro-batch {index} was trained already; a StepFeed does not go back")
+            return self._made[index]
+
+    def trained(self, index: int) -> None:
+        """Forget the micro-batches up to ``index``: they were trained."""
+        with self._lock:
+            for done in [i for i in self._made if i <= index]:
+                del self._made[done]
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        with self._lock:
+            self._reads += 1
+            read = self._reads
+        for index in range(len(self)):
+            if read != self._reads:
+                return  # a newer iterator took over
+            yield self.batch(index)
 
     def dataset(self) -> Any:
         """What ``model.fit`` takes: under TensorFlow a ``tf.data.Dataset`` whose every axis may vary (Keras would
@@ -767,6 +820,7 @@ class RunCallback(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
         update, index = self._slots[batch]
         self._losses.append(float(np.asarray((logs or {})["loss"])))
+        self.feed.trained(batch)
         if index + 1 < self.feed.sizes[update]:
             return
         self._sync()
@@ -805,6 +859,26 @@ def load_model(run: TrainingRun) -> TFDistilBertPreTrainedModel:
     return run.load_model(dtype="mixed_bfloat16" if run.args.bf16 else None)
 
 
+def check_replicas(run: TrainingRun, replicas: int) -> None:
+    """``ValueError`` when the run's batches do not split evenly over ``replicas`` ``tf.distribute`` replicas: the
+    batch of every ``fit`` step (``per_device_train_batch_size`` rows, as with ``keras.distribution``), and a kept
+    last batch of an epoch."""
+    batch, rows = run.global_batch_size, len(run.train_data)
+    if batch % replicas:
+        raise ValueError(
+            f"per_device_train_batch_size={batch} is the global batch of every step, which the tf.distribute "
+            f"strategy splits over its {replicas} replicas; {replicas} does not divide it: use a multiple of "
+            f"{replicas}"
+        )
+    remainder = rows % batch
+    if run.loader.last_batch == "keep" and remainder % replicas:
+        raise ValueError(
+            f"the last batch of an epoch has {remainder} rows ({rows} rows, per_device_train_batch_size={batch}), "
+            f"which do not split evenly over the strategy's {replicas} replicas: set dataloader_drop_last=True "
+            "(--dataloader-drop-last) or max_train_samples to a multiple of the batch"
+        )
+
+
 def fit(run: TrainingRun, *, jit_compile: bool | str = "auto") -> TrainOutput:
     """Train ``run`` with the Keras model: one ``model.fit`` epoch over the run's micro-batches, the model's own
     loss, :class:`PyTorchAdamW`; logging, evaluation and checkpoints through ``run.end_step`` (:class:`RunCallback`);
@@ -813,7 +887,15 @@ def fit(run: TrainingRun, *, jit_compile: bool | str = "auto") -> TrainOutput:
     ``jit_compile``: XLA for the train and evaluation steps, as ``model.compile`` takes it (``"auto"``, Keras'
     default: XLA where there is an accelerator, not on a CPU-only machine, where compiling costs more than it saves
     on short runs). Under XLA the batch widths are rounded up to multiples of :data:`WIDTH_MULTIPLE` (unless the run
-    pads to a multiple itself), which bounds the compilations."""
+    pads to a multiple itself), which bounds the compilations.
+
+    Called in a ``tf.distribute`` strategy's scope (``with strategy.scope(): train(args)``, TensorFlow backend),
+    the model and optimizer are built in it and every batch is split over its replicas (:func:`check_replicas`
+    first); the losses, gradient norms and weights are those of one device (docs/scaling.md)."""
+    replicas = replicas_in_sync()
+    if replicas > 1:
+        check_replicas(run, replicas)
+        logger.info("training over the %d replicas of the tf.distribute strategy", replicas)
     model = load_model(run)
     optimizer = create_optimizer(model, run)
     if run.resume_dir is not None:

@@ -7,7 +7,13 @@ gradient norms, the devices, and how the first kernel of the FFN is laid out.
 
 "mirrored" / "mirrored-single" (TensorFlow backend): inference only — tf.distribute.MirroredStrategy over 2 logical
 CPU devices (or one), a trained model built in its scope and filled by ``variable.assign``, ``model.predict`` over the
-run's global batches (the training loop does not run under a tf.distribute strategy yet: /work/notes/requests.md).
+run's global batches.
+
+"tf_train" (TensorFlow backend, 2 logical CPU devices): the same run three times in this process — on one device,
+inside a MirroredStrategy's scope over both devices (``with strategy.scope(): train(args)``), and resumed on one
+device from the mirrored run's ``checkpoint-<resume_at>``; result.json holds each run's logged losses, gradient norms,
+evaluation and seconds. "tf_bad_batch": the run inside the strategy's scope with the batch of ``arguments``, which
+the replicas must not divide: result.json holds the error and whether anything was trained.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ def main(spec_path: str) -> None:
     logging.basicConfig(level=logging.WARNING)
     spec = load_spec(spec_path)
     strategy = spec["strategy"]
+    if strategy in ("tf_train", "tf_bad_batch"):
+        _tf_train(spec)
+        return
+    if strategy == "tf_multi_worker":
+        _tf_multi_worker(spec)
+        return
     from distilbert_mf.tensorflow import distributed as D
 
     scope = contextlib.nullcontext()
@@ -55,12 +67,81 @@ def main(spec_path: str) -> None:
     with scope:
         output = train(TrainingArguments(**spec["arguments"]))
     seconds = time.perf_counter() - began
-    state = json.loads((Path(output.output_dir) / "trainer_state.json").read_text(encoding="utf-8"))
-    entries = [entry for entry in state["log_history"] if "loss" in entry]
     write_result(
-        spec, losses=[e["loss"] for e in entries], grad_norms=[e["grad_norm"] for e in entries],
-        backend=keras.backend.backend(), replicas=replicas, seconds=seconds, layout=_layout(strategy, str(output.output_dir)),
+        spec, **_logged(output.output_dir), backend=keras.backend.backend(), replicas=replicas, seconds=seconds,
+        layout=_layout(strategy, str(output.output_dir)),
     )  # fmt: skip
+
+
+def _logged(folder: str | Path) -> dict:
+    """The per-update losses and gradient norms a run logged (trainer_state.json), and its final evaluation."""
+    state = json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+    entries = [entry for entry in state["log_history"] if "loss" in entry]
+    evaluation = Path(folder) / "eval_results.json"
+    return {
+        "losses": [e["loss"] for e in entries],
+        "grad_norms": [e["grad_norm"] for e in entries],
+        "eval": json.loads(evaluation.read_text(encoding="utf-8")) if evaluation.is_file() else None,
+    }
+
+
+def _tf_train(spec: dict) -> None:
+    """The runs of "tf_train" and "tf_bad_batch" (see the module docstring)."""
+    from distilbert_mf.tensorflow import distributed as D
+
+    D.logical_cpu_devices(2)
+    strategy = D.mirrored_strategy()
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    out = Path(spec["out"])
+
+    def run(name: str, scope: object = None, **changes: object) -> dict:
+        arguments = {**spec["arguments"], "output_dir": str(out / name), **changes}
+        began = time.perf_counter()
+        with scope if scope is not None else contextlib.nullcontext():
+            output = train(TrainingArguments(**arguments))
+        return {**_logged(output.output_dir), "seconds": time.perf_counter() - began}
+
+    if spec["strategy"] == "tf_bad_batch":
+        try:
+            run("run", strategy.scope())
+        except ValueError as err:
+            folder = out / "run"
+            trained = (folder / "trainer_state.json").exists() or any(folder.glob("checkpoint-*"))
+            write_result(spec, error=str(err), trained=trained)
+            return
+        raise AssertionError("a batch the replicas do not divide was accepted")
+    runs = {"one": run("one"), "mirrored": run("mirrored", strategy.scope())}
+    resume = out / "mirrored" / f"checkpoint-{spec['resume_at']}"
+    runs["resumed"] = run("resumed", resume_from_checkpoint=str(resume))
+    write_result(spec, replicas=strategy.num_replicas_in_sync, devices=strategy.extended.worker_devices, runs=runs)
+
+
+def _tf_multi_worker(spec: dict) -> None:
+    """One worker of a MultiWorkerMirroredStrategy job (TF_CONFIG from the test, one CPU device per worker): the run
+    inside the strategy's scope, into ``worker<index>/`` (each worker feeds the whole batches; tf.data gives each
+    its half); then worker 0 trains the same run on its own device (outside the scope) into ``one/`` and writes
+    result.json. Keras 3.15's ``fit`` fails under this strategy before the first step (docs/scaling.md)."""
+    import json as json_module
+    import os
+
+    from distilbert_mf.tensorflow import distributed as D
+
+    strategy = D.multi_worker_strategy()
+    from distilbert_mf.training.trainer import TrainingArguments, train
+
+    index = json_module.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    out = Path(spec["out"])
+    runs = {}
+    for name, scope in ((f"worker{index}", strategy.scope()), ("one", None)):
+        if name == "one" and index != 0:
+            break
+        began = time.perf_counter()
+        with scope if scope is not None else contextlib.nullcontext():
+            output = train(TrainingArguments(**{**spec["arguments"], "output_dir": str(out / name)}))
+        runs[name] = {**_logged(output.output_dir), "seconds": time.perf_counter() - began}
+    if index == 0:
+        write_result(spec, replicas=strategy.num_replicas_in_sync, runs=runs)
 
 
 def _mirrored(spec: dict, replicas: int) -> None:
