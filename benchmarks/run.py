@@ -16,7 +16,11 @@ Parts (each in its own processes, all with the same thread pinning, see :mod:`be
   accuracy cost of the default model on SST-2 dev, all through ``distilbert_mf.export`` (bench_export.py),
 - ``training`` (opt-in: ``--parts training``, about 25 minutes at full size on 2 quiet cores): fine-tuning updates
   per second and peak RSS of every framework's training step against a plain transformers PyTorch loop, fp32 and
-  bf16, and a distillation update's cost against fine-tuning the same student (bench_training.py).
+  bf16, and a distillation update's cost against fine-tuning the same student (bench_training.py),
+- ``distributed`` (opt-in: ``--parts distributed``, about 5 minutes on 2 cores): each engine's time per update over
+  one process, its losses against one process and the memory per rank (DDP, FSDP2, the JAX data / model mesh and
+  jax.distributed, Keras DataParallel / ModelParallel), and Ray Data batch inference rows/s per worker
+  (bench_distributed.py; a moderate model of its own, not the run's checkpoint).
 
 The full run writes ``benchmarks/results/<part>.json`` and ``machine.json``, the chart ``docs/img/benchmarks.png``
 and the generated block of ``docs/benchmarks.md``; ``--smoke`` writes to ``benchmarks/results/tmp/`` (ignored by
@@ -39,7 +43,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_training, report
+from benchmarks import bench_distributed, bench_training, report
 from benchmarks.common import (
     FULL_CONFIG,
     FULL_TOKENIZER,
@@ -55,8 +59,10 @@ from benchmarks.common import (
 
 logger = logging.getLogger("benchmarks.run")
 
-PARTS = ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers", "export", "training")
-DEFAULT_PARTS = tuple(part for part in PARTS if part != "training")  # training only when asked for (long)
+PARTS = ("onnx", "inference", "loading", "pipelines", "accuracy", "tokenizers", "export", "training", "distributed")
+OPT_IN_PARTS = ("training", "distributed")  # only when asked for (long)
+DEFAULT_PARTS = tuple(part for part in PARTS if part not in OPT_IN_PARTS)
+DISTRIBUTED_ENGINES = {"torch": ("torch", "ray"), "flax": ("jax",), "keras": ("keras",)}  # worker -> engines
 WORKERS = ("torch", "keras", "flax", "onnx")
 LOADING_WORKER = {"ours-torch": "torch", "ours-keras": "keras", "ours-flax": "flax", "transformers-torch": "torch"}
 
@@ -75,6 +81,7 @@ FULL = {
     "accuracy_repeats": 1,
     "tokenizer_repeats": 10,
     "training": bench_training.FULL_SETTINGS,
+    "distributed": "moderate",
 }
 SMOKE = {
     "shapes": ((1, 16), (4, 32)),
@@ -90,6 +97,7 @@ SMOKE = {
     "accuracy_repeats": 1,
     "tokenizer_repeats": 1,
     "training": bench_training.QUICK_SETTINGS,
+    "distributed": "quick",
 }
 
 
@@ -226,6 +234,14 @@ def run_parts(args: argparse.Namespace, settings: dict[str, Any], scratch: Path)
             threads=args.threads,
             **settings["training"],
         )
+    if "distributed" in parts:
+        engines = [e for e in bench_distributed.ENGINES for w in workers if e in DISTRIBUTED_ENGINES.get(w, ())]
+        logger.info("part distributed: engines %s", engines)
+        size = settings["distributed"]
+        results["distributed"] = bench_distributed.run_distributed(
+            settings=bench_distributed.SETTINGS[size], engines=engines, threads=args.threads, size=size
+        )
+        results["distributed"]["command"] = f"python -m benchmarks.run --parts {args.parts} --workers {args.workers}"
     if "tokenizers" in parts:
         logger.info("part tokenizers")
         path = scratch / "tokenizers.json"
@@ -240,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts",
         default=",".join(DEFAULT_PARTS),
-        help=f"comma-separated subset of {','.join(PARTS)} (default: all but training)",
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all but {' and '.join(OPT_IN_PARTS)})",
     )
     parser.add_argument("--workers", default=",".join(WORKERS), help="inference workers (frameworks) to run")
     parser.add_argument("--dtypes", default="float32,bfloat16")

@@ -218,3 +218,91 @@ def test_smoke_training_every_framework(tmp_path: Path, shared_data: Path) -> No
     for case in runs.values():
         assert case["distillation"]["median_s"] > 0 and case["fine_tuning"]["median_s"] > 0
     assert runs[("flax", "masked-lm")]["loss_options"]["alpha_cos"] == 1.0
+
+
+def run_distributed_part(tmp_path: Path, cases: str) -> dict:
+    """``bench_distributed --quick`` with only ``cases`` (and each framework's one-process baseline)."""
+    path = tmp_path / "distributed.json"
+    command = [sys.executable, "-m", "benchmarks.bench_distributed", "--quick", "--cases", cases, "--json", str(path)]
+    done = subprocess.run([*command, "--timeout", "120"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(path.read_text())
+
+
+def check_cases(distributed: dict, expected: set) -> dict:
+    """Every case: its timed updates, a record per rank, the one-process losses (dropout 0); sharded ones hold less
+    per rank than one process, replicated ones as much."""
+    cases = {(c["framework"], c["case"]): c for c in distributed["cases"]}
+    assert set(cases) == expected
+    for key, case in cases.items():
+        assert len(case["times_s"]) == distributed["steps"] == 2 and case["median_s"] > 0
+        assert len(case["losses"]) == distributed["warmup"] + distributed["steps"]
+        assert len(case["ranks"]) == case["processes"]
+        for rank in case["ranks"]:
+            assert rank["peak_rss_bytes"] > 0 and rank["parameter_bytes"] > 0 and rank["optimizer_state_bytes"] > 0
+        if case["world_size"] > 1:
+            assert case["overhead_vs_one_process"] > 0
+            assert case["loss_max_rel_diff_vs_one_process"] <= 1e-5, key  # the same numbers as one process
+            for kind in ("parameter_bytes_vs_one_process", "optimizer_state_bytes_vs_one_process"):
+                if key[1] in ("fsdp2", "model", "model-parallel"):  # sharded: falls as the world grows
+                    assert case[kind] < 1, (key, kind)
+                else:  # replicated
+                    assert case[kind] == 1, (key, kind)
+    text = "\n".join(report.distributed_section(distributed))
+    assert "### Distributed training (issue 17)" in text and "shared with other work" in text
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.torch
+def test_smoke_distributed_torch(tmp_path: Path, shared_data: Path) -> None:
+    """bench_distributed --quick, PyTorch: one process, DDP and FSDP2 on 2 gloo ranks of one thread each."""
+    distributed = run_distributed_part(tmp_path, "torch:ddp,torch:fsdp2")
+    cases = check_cases(distributed, {("torch", c) for c in ("one-process", "ddp", "fsdp2")})
+    one, fsdp2 = cases[("torch", "one-process")], cases[("torch", "fsdp2")]
+    assert fsdp2["parameter_bytes_per_rank"] < one["parameter_bytes_per_rank"]
+    cpus = [rank["cpus"] for rank in cases[("torch", "ddp")]["ranks"]]
+    assert [len(c) for c in cpus] == [1, 1] and cpus[0] != cpus[1]  # one thread each, on a CPU of its own
+    assert distributed["parameters"] == one["parameter_bytes_per_rank"] // 4
+    assert distributed["omp_wait_policy"] and len(distributed["load_average_start"]) == 3
+    assert "| torch | fsdp2 | 2 (2 processes) |" in "\n".join(report.distributed_section(distributed))
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.flax
+def test_smoke_distributed_jax(tmp_path: Path, shared_data: Path) -> None:
+    """bench_distributed --quick, Flax: one device, a model mesh of 2 CPU devices, 2 jax.distributed processes."""
+    distributed = run_distributed_part(tmp_path, "jax:model,jax:data-processes")
+    cases = check_cases(distributed, {("jax", c) for c in ("one-device", "model", "data-processes")})
+    assert cases[("jax", "model")]["mesh"] == {"data": 1, "model": 2}
+    assert cases[("jax", "data-processes")]["mesh"] == {"data": 2, "model": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.tensorflow
+def test_smoke_distributed_keras(tmp_path: Path, shared_data: Path) -> None:
+    """bench_distributed --quick, Keras on the JAX backend: one device and ModelParallel over 2 CPU devices."""
+    pytest.importorskip("jax")
+    distributed = run_distributed_part(tmp_path, "keras:model-parallel")
+    cases = check_cases(distributed, {("keras", c) for c in ("one-device", "model-parallel")})
+    assert [len(rank["devices"]) for rank in cases[("keras", "model-parallel")]["ranks"]] == [2]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.torch
+def test_smoke_distributed_ray(tmp_path: Path, shared_data: Path) -> None:
+    """bench_distributed --quick, Ray Data: 1 and 2 workers label SST-2 sentences as the pipeline in one process."""
+    pytest.importorskip("ray", reason="Ray Data is the optional extra 'distributed'")
+    distributed = run_distributed_part(tmp_path, "ray")
+    assert distributed["cases"] == [] and distributed["skipped"] == {}
+    ray = distributed["ray"]
+    assert [job["workers"] for job in ray["workers"]] == [1, 2] and ray["rows"] == 32
+    for job in ray["workers"]:
+        assert job["labels_equal_one_process"] and job["job_rows_per_s"] > 0
+        assert job["job_rows_per_s_per_worker"] == pytest.approx(job["job_rows_per_s"] / job["workers"])
+    assert set(ray["one_process"]) == {"1", "2"}
+    assert "**Ray Data batch inference**" in "\n".join(report.distributed_section(distributed))
