@@ -10,8 +10,9 @@ CPU devices (or one), a trained model built in its scope and filled by ``variabl
 run's global batches.
 
 "tf_train" (TensorFlow backend, 2 logical CPU devices): the same run three times in this process — on one device,
-inside a MirroredStrategy's scope over both devices (``with strategy.scope(): train(args)``), and resumed on one
-device from the mirrored run's ``checkpoint-<resume_at>``; result.json holds each run's logged losses, gradient norms,
+inside a MirroredStrategy's scope over both devices (``with strategy.scope(): train(args)``), and resumed from
+``checkpoint-<resume_at>``: the mirrored run's on one device, or (``resume="under the strategy"``) the one-device
+run's in the strategy's scope; result.json holds each run's logged losses, gradient norms,
 evaluation and seconds. "tf_bad_batch": the run inside the strategy's scope with the batch of ``arguments``, which
 the replicas must not divide: result.json holds the error and whether anything was trained.
 """
@@ -112,8 +113,10 @@ def _tf_train(spec: dict) -> None:
             return
         raise AssertionError("a batch the replicas do not divide was accepted")
     runs = {"one": run("one"), "mirrored": run("mirrored", strategy.scope())}
-    resume = out / "mirrored" / f"checkpoint-{spec['resume_at']}"
-    runs["resumed"] = run("resumed", resume_from_checkpoint=str(resume))
+    # the mirrored run's checkpoint resumed on one device, or the one-device run's resumed under the strategy
+    written, scope = ("one", strategy.scope()) if spec["resume"] == "under the strategy" else ("mirrored", None)
+    resume = out / written / f"checkpoint-{spec['resume_at']}"
+    runs["resumed"] = run("resumed", scope, resume_from_checkpoint=str(resume))
     write_result(spec, replicas=strategy.num_replicas_in_sync, devices=strategy.extended.worker_devices, runs=runs)
 
 

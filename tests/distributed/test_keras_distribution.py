@@ -12,7 +12,8 @@ backend, 2 logical CPU devices) gives the numbers of one device.
   strategy.scope(): train(args)``), text classification and token classification (the replicas hold different
   numbers of labelled tokens: each replica's loss is weighted by its share), global batch 8, 20 updates, dropout 0,
   a checkpoint every 10: losses and gradient norms within 1e-5 relative of one device's, the evaluation and the saved
-  model too; the mirrored run's checkpoint-10 resumed on one device continues the same trajectory. A batch the
+  model too; the mirrored run's checkpoint-10 resumed on one device, and the one-device run's resumed under the
+  strategy, continue the same trajectory. A batch the
   replicas do not divide is refused before anything is loaded.
 - MultiWorkerMirroredStrategy, 2 local workers (TF_CONFIG on 127.0.0.1): the same comparison, a strict xfail
   while Keras' fit fails under that strategy (see the test).
@@ -93,16 +94,21 @@ def test_mirrored_strategy_predicts_as_one_device(tmp_path: Path, keras_run: tup
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("task", ["text-classification", "token-classification"])
-def test_mirrored_training_matches_one_device(tmp_path: Path, shared_data: Path, task: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "resume"),
+    [("text-classification", "under the strategy"), ("token-classification", "on one device")],
+)
+def test_mirrored_training_matches_one_device(tmp_path: Path, shared_data: Path, task: str, resume: str) -> None:
+    """``resume``: the mirrored run's checkpoint-10 resumed on one device, or the one-device run's resumed under the
+    strategy (each direction once, to keep the test short)."""
     arguments = run_arguments(tmp_path, task, shared_data, "tf", max_steps=20, per_device_train_batch_size=8,
                               save_steps=10)  # fmt: skip
-    result = _run(tmp_path / "runs", "tf_train", "tensorflow", arguments, timeout=120, resume_at=10)
+    result = _run(tmp_path / "runs", "tf_train", "tensorflow", arguments, timeout=120, resume_at=10, resume=resume)
     assert result["replicas"] == 2 and len(set(result["devices"])) == 2
     runs = result["runs"]
     one, mirrored, resumed = runs["one"], runs["mirrored"], runs["resumed"]
     assert len(one["losses"]) == 20
-    for name, run in (("mirrored x2", mirrored), ("resumed on one device", resumed)):
+    for name, run in (("mirrored x2", mirrored), (f"resumed {resume}", resumed)):
         assert_same_losses(run["losses"], one["losses"], f"{task}: {name} vs one device")
         np.testing.assert_allclose(run["grad_norms"], one["grad_norms"], rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(run["eval"]["eval_loss"], one["eval"]["eval_loss"], rtol=1e-5, err_msg=name)
