@@ -1235,7 +1235,8 @@ def _run_training(args: argparse.Namespace, run: Callable[[], Any], loggers: Seq
         **output.eval_metrics,
         "output_dir": str(output.output_dir),
     }
-    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank ran the run; rank 0 reports it
+    # under torchrun (RANK) or as a JAX job (JAX_PROCESS_ID) every process ran the run; process 0 reports it
+    if os.environ.get("RANK", "0") == "0" and os.environ.get("JAX_PROCESS_ID", "0") in ("", "0"):
         sys.stdout.write(json.dumps(summary) + "\n")
     return EXIT_OK
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -37,14 +36,7 @@ from distilbert_mf.flax.modeling import (
     cross_entropy,
     question_answering_loss,
 )
-from distilbert_mf.flax.training import (
-    apply_step,
-    create_optimizer,
-    load_model,
-    load_training_state,
-    save_training_state,
-    train_step_for,
-)
+from distilbert_mf.flax.training import TrainStep, apply_step, one_device, train_step_for
 from distilbert_mf.modeling_utils import IGNORE_INDEX
 from distilbert_mf.training.trainer import hold_interrupts
 
@@ -260,9 +252,11 @@ class DistilStep:
         student: FlaxDistilBertPreTrainedModel,
         teacher: FlaxDistilBertPreTrainedModel,
         optimizer: nnx.Optimizer,
+        base: TrainStep | None = None,
     ) -> None:
         self.drun = drun
-        self.base = train_step_for(drun.run, student, optimizer)  # leaves the student in training mode
+        # the student's TrainStep (a ShardedTrainStep on a mesh); it leaves the student in training mode
+        self.base = base if base is not None else train_step_for(drun.run, student, optimizer)
         loss, options, hidden = LOSSES[drun.loss_name], dict(drun.loss_options), drun.output_hidden_states
 
         def objective(student: Any, teacher_out: Any, inputs: Any, targets: Any, scale: jax.Array) -> tuple:
@@ -312,19 +306,21 @@ class DistilStep:
 
 def distil(drun: DistillationRun) -> TrainOutput:
     """Distil with Flax: :func:`distilbert_mf.flax.training.fit`'s loop with the teacher and the distillation loss;
-    logging, evaluation (the student's), checkpoints, resume and Ctrl-C through the run."""
+    logging, evaluation (the student's), checkpoints, resume and Ctrl-C through the run.
+
+    Over several JAX processes the student trains on :func:`~distilbert_mf.flax.distributed.engine`'s mesh and the
+    teacher is placed on the same mesh (replicated); the batch is one global array, so every loss term is its mean
+    over the *global* batch's selected tokens (or rows), as one process computes it, with no weighting by hand."""
+    from distilbert_mf.flax import distributed
+
     run = drun.run
-    student = load_model(run)
+    on_mesh = distributed.spans_mesh(run)
+    engine = distributed.engine(run) if on_mesh else one_device(run)
     teacher = load_teacher(drun)
-    optimizer = create_optimizer(student, run)
-    if run.resume_dir is not None:
-        load_training_state(run.resume_dir, student, optimizer)
-        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
-    step_fn = DistilStep(drun, student, teacher, optimizer)
-
-    def save(folder: Path) -> None:
-        save_training_state(folder, student, optimizer)
-
+    if on_mesh:
+        distributed.place(teacher, engine.step.mesh)
+    step_fn = DistilStep(drun, engine.model, teacher, engine.optimizer, base=engine.step)
+    save = engine.save_state
     completed = step_fn.base.snapshot()
     try:
         for step in run.steps():
@@ -344,7 +340,7 @@ def distil(drun: DistillationRun) -> TrainOutput:
         step_fn.base.restore(completed)
         drun.interrupted(save)
         raise
-    return drun.finish(save_model=student.save_pretrained, predict=step_fn.base.predict)
+    return drun.finish(save_model=engine.save_model, predict=step_fn.base.predict)
 
 
 __all__ = [

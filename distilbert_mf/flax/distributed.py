@@ -36,12 +36,14 @@ The model declares logical axis names on its parameters (``flax/sharding.py``); 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import pickle
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,22 +62,32 @@ from distilbert_mf.training.state import read_json, write_json
 
 __all__ = [
     "DATA_AXIS",
+    "JOB_VARIABLES",
     "MODEL_AXIS",
     "ORBAX_FOLDER",
     "STATE_META_FILE",
+    "TIMEOUT_ENV",
     "DistributedSetupError",
     "JaxProcesses",
     "ShardedTrainStep",
+    "all_sum",
+    "barrier",
+    "broadcast_object",
     "check_mesh",
+    "check_rows",
+    "engine",
     "gather_arrays",
     "global_batch",
     "init_distributed",
+    "is_distributed_checkpoint",
     "load_state",
     "make_mesh",
     "parameter_bytes",
     "place",
     "save_pretrained",
     "save_state",
+    "spans_mesh",
+    "world",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +96,9 @@ DATA_AXIS, MODEL_AXIS = "data", "model"
 ORBAX_FOLDER = "orbax"  # checkpoint-N/orbax/: orbax's StandardCheckpointer folder (every process's shards)
 STATE_META_FILE = "flax_distributed_state.json"  # checkpoint-N/: format, mesh that wrote it, PRNG implementations
 STATE_FORMAT = 1
+JOB_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")  # any set: a JAX job
+TIMEOUT_ENV = "DISTILBERT_MF_DIST_TIMEOUT"  # seconds the job may take to form (the torchrun runs' variable too)
+DEFAULT_TIMEOUT_S = 300
 
 
 class DistributedSetupError(RuntimeError):
@@ -329,24 +344,18 @@ class ShardedTrainStep(TrainStep):
         local = super().device_batch(batch)
         return global_batch({key: np.asarray(value) for key, value in local.items()}, self.mesh)
 
-    def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        width = np.asarray(batch["input_ids"]).shape[-1]
+    def eval_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A whole evaluation batch (the same on every process) as global arrays: its rows split on ``"data"``
+        when the data axis divides them (each row computed once), else replicated (the last, smaller batch)."""
         local = TrainStep.device_batch(self, batch)
-        replicated = NamedSharding(self.mesh, PartitionSpec())
-        out = self._forward({key: _global(np.asarray(value), replicated) for key, value in local.items()})
-        result = {}
-        for key, value in out.items():
-            if value is None:
-                continue
-            if jnp.issubdtype(value.dtype, jnp.floating):
-                value = value.astype(jnp.float32)
-            array = np.asarray(_gathered(value) if not value.is_fully_addressable else value)
-            if (key in ("start_logits", "end_logits") or (key == "logits" and array.ndim == 3)) and array.shape[
-                1
-            ] != width:
-                array = array[:, :width]
-            result[key] = array
-        return result
+        rows = int(local["input_ids"].shape[0])
+        spec = PartitionSpec(DATA_AXIS) if rows % self.mesh.shape[DATA_AXIS] == 0 else PartitionSpec()
+        sharding = NamedSharding(self.mesh, spec)
+        return {key: _global(np.asarray(value), sharding) for key, value in local.items()}
+
+    def to_host(self, value: jax.Array) -> np.ndarray:
+        """An output as numpy, whole on every process (gathered when other processes hold parts of it)."""
+        return np.asarray(value if value.is_fully_addressable else _gathered(value))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -499,3 +508,153 @@ def save_pretrained(model: Any, directory: str | os.PathLike[str]) -> list[Path]
         written = write(directory, model.config, arrays, model.head)
     _sync("distilbert_mf.flax.distributed.save_pretrained")
     return written
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The fine-tuning loop's side (distilbert_mf.flax.training.fit, distilbert-mf train --framework flax)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _timeout() -> int:
+    """Seconds the job may take to form: ``$DISTILBERT_MF_DIST_TIMEOUT`` (rounded up), else 300."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise DistributedSetupError(f"{TIMEOUT_ENV}={raw!r} must be a number of seconds > 0")
+    return math.ceil(seconds)
+
+
+def barrier() -> None:
+    """Wait until every process of the job gets here (``multihost_utils.sync_global_devices``)."""
+    _sync("distilbert_mf.flax.distributed.barrier")
+
+
+def broadcast_object(value: Any) -> Any:
+    """Process 0's ``value`` (a small picklable object: a path, a message) on every process; every process calls
+    it. The pickled bytes travel as a ``uint8`` array (``multihost_utils.broadcast_one_to_all``), their length
+    first."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    payload = pickle.dumps(value) if jax.process_index() == 0 else b""
+    size = int(multihost_utils.broadcast_one_to_all(np.asarray(len(payload), np.int32)))
+    data = np.zeros(size, np.uint8)
+    if payload:
+        data[:] = np.frombuffer(payload, np.uint8)
+    return pickle.loads(np.asarray(multihost_utils.broadcast_one_to_all(data)).tobytes())
+
+
+def all_sum(values: Sequence[float]) -> list[float]:
+    """The element-wise sum of ``values`` over the processes, in float64 (every process calls it with as many
+    values): each process's float64 bits are gathered as ``uint32`` pairs (JAX keeps 32-bit arrays) and summed on
+    the host in a fixed order, so every process gets the same numbers."""
+    local = np.asarray([float(v) for v in values], np.float64)
+    if jax.process_count() == 1:
+        return local.tolist()
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(local.view(np.uint32)))  # (processes, 2 * n)
+    return np.ascontiguousarray(gathered).view(np.float64).sum(axis=0).tolist()
+
+
+def world(*, timeout: int | None = None) -> Any:
+    """Join the job (:func:`init_distributed` from ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
+    ``JAX_PROCESS_ID``, within ``timeout`` seconds, default ``$DISTILBERT_MF_DIST_TIMEOUT`` or 300) and describe it
+    as the trainer's :class:`~distilbert_mf.training.trainer.World`: rank = ``jax.process_index()``, barrier,
+    broadcast and sum over JAX collectives, ``context`` the :class:`JaxProcesses`. The other processes'
+    ``distilbert_mf`` log lines are lowered to warnings: process 0 speaks for the run."""
+    from distilbert_mf.training.trainer import World
+
+    processes = init_distributed(timeout=_timeout() if timeout is None else timeout)
+    if not processes.is_main:
+        names = [name for name in logging.root.manager.loggerDict if name.startswith("distilbert_mf.")]
+        for name in ("distilbert_mf", *names):  # those a command line set to INFO too
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return World(
+        rank=processes.process_index,
+        world_size=processes.process_count,
+        barrier=barrier,
+        broadcast=broadcast_object,
+        all_sum=all_sum,
+        context=processes,
+    )
+
+
+def spans_mesh(run: Any) -> bool:
+    """Whether ``run`` trains on a mesh: it spans several JAX processes, or resumes a checkpoint a mesh run wrote."""
+    resume = run.resume_dir
+    return run.world.world_size > 1 or (resume is not None and is_distributed_checkpoint(resume))
+
+
+def check_rows(loader: Any, mesh: Mesh) -> None:
+    """Every batch's rows on this process must split evenly over its devices on the ``"data"`` axis (the full
+    batch's ``per_device_train_batch_size`` and a kept last batch's share); a ``ValueError`` naming the sizes and
+    a fix otherwise, the same on every process, before anything moves."""
+    shards = mesh.shape[DATA_AXIS] // max(jax.process_count(), 1)
+    sizes = {loader.local_batch_size: "a batch"}
+    remainder = len(loader.dataset) % loader.batch_size
+    if remainder and loader.last_batch == "keep":
+        sizes.setdefault(remainder // loader.world_size, f"the last batch of an epoch ({remainder} rows)")
+    for rows, what in sizes.items():
+        if rows % shards:
+            raise ValueError(
+                f"{what} gives each process {rows} rows, which its {shards} devices on the mesh's {DATA_AXIS!r} axis "
+                f"cannot split evenly; use a per_device_train_batch_size that {shards} divides (the global batch is "
+                f"it times {loader.world_size} processes), a training set whose last batch it divides, or "
+                "dataloader_drop_last"
+            )
+
+
+def engine(run: Any) -> Any:
+    """The loop's :class:`~distilbert_mf.flax.training.Engine` on a ``("data", "model")`` mesh of every device
+    of every process (``data`` = all of them): the run's model and optimizer placed as global arrays, a
+    :class:`ShardedTrainStep` fed with this process's rows (``run.loader``'s share), checkpoints as orbax sharded
+    state (:func:`save_state`: ``checkpoint-N/orbax/``, resumable on any number of processes), the final folder
+    gathered and written by process 0 (:func:`save_pretrained`).
+
+    Resuming a mesh checkpoint: the model is built from the run's config, placed, and :func:`load_state` fills the
+    weights, the optimizer and the RNG streams; a one-process checkpoint (safetensors) is read by every process
+    before placing."""
+    from distilbert_mf.flax.training import (
+        Engine,
+        create_optimizer,
+        load_model,
+        load_training_state,
+        step_options,
+    )
+
+    mesh = make_mesh()
+    check_rows(run.loader, mesh)
+    resume = run.resume_dir
+    sharded = resume is not None and is_distributed_checkpoint(resume)
+    model = load_model(run, pretrained=not sharded)
+    optimizer = create_optimizer(model, run)
+    if resume is not None and not sharded:
+        load_training_state(resume, model, optimizer)
+    place(model, mesh)
+    place(optimizer, mesh)
+    if sharded:
+        load_state(resume, model, optimizer)
+    if resume is not None:
+        logger.info("resumed the weights, optimizer and RNG state from %s", resume)
+    logger.info(
+        "a mesh of %d device(s) over %d process(es) (%s), global batch %d (%d rows per process)",
+        mesh.size,
+        jax.process_count(),
+        dict(mesh.shape),
+        run.loader.batch_size,
+        run.loader.local_batch_size,
+    )
+    return Engine(
+        model,
+        optimizer,
+        ShardedTrainStep(model, optimizer, mesh, **step_options(run)),
+        save_state=lambda folder: save_state(folder, model, optimizer),
+        save_model=lambda folder: save_pretrained(model, folder),
+    )

@@ -41,6 +41,12 @@ XLA compiles the step once per batch shape. Batches are padded to their longest 
 tokens, attention 0, labels -100: the same loss up to float rounding), which bounds the compilations to
 ``max_seq_length / 8`` widths times two batch sizes (full and last).
 
+**Several processes** (``JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i distilbert-mf train
+--framework flax ...`` on each): :func:`launch_world` forms the ``jax.distributed`` job and :func:`fit` trains on a
+mesh of every device (:func:`distilbert_mf.flax.distributed.engine`): global arrays, each process feeding its rows of
+the global batch of ``per_device_train_batch_size x N``, orbax checkpoints (``checkpoint-N/orbax/``, resumable on any
+number of processes, one included), the final folder gathered and written by process 0.
+
 Checkpoints (no pickle): the model through ``save_pretrained``; the optimizer state and the RNG streams as one
 safetensors file of the flattened NNX state (keys are the state paths joined by ``/``, RNG keys stored as their
 raw ``uint32`` data) plus a JSON file naming the key implementations and the update count. Loading rebuilds the
@@ -54,6 +60,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,16 +85,20 @@ __all__ = [
     "STATE_FILE",
     "STATE_META_FILE",
     "WIDTH_MULTIPLE",
+    "Engine",
     "TrainStep",
     "bias_correction",
     "create_optimizer",
     "decay_mask",
     "fit",
+    "launch_world",
     "learning_rate_schedule",
     "load_model",
     "load_training_state",
+    "one_device",
     "save_training_state",
     "scale_by_adam",
+    "step_options",
     "train_step_for",
 ]
 
@@ -286,6 +297,10 @@ class TrainStep:
         self.token_level_labels = token_level_labels
         self.max_width = max_width
         self.shapes: set[tuple[int, ...]] = set()  # micro-batch input shapes the train step was compiled for
+        # every variable of the model and optimizer: the steps set new arrays into these same objects
+        self._variables = [variable for _, variable in nnx.to_flat_state(nnx.state((model, optimizer)))]
+        for variable in self._variables:  # see _committed
+            variable.set_value(_committed(variable.get_value()))
         model.train()
         self._train = nnx.cached_partial(train_step, model, optimizer)
         self._accumulate = nnx.cached_partial(accumulate_step, model)
@@ -293,9 +308,8 @@ class TrainStep:
         model.eval()
         self._forward = nnx.cached_partial(forward, model)
         model.train()
-        self._zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))  # the accumulators' start
-        # every variable of the model and optimizer: the steps set new arrays into these same objects
-        self._variables = [variable for _, variable in nnx.to_flat_state(nnx.state((model, optimizer)))]
+        # the accumulators' start, laid out as the gradients the step returns
+        self._zeros = jax.tree.map(lambda x: _committed(jnp.zeros_like(x), x.sharding), nnx.state(model, nnx.Param))
 
     def snapshot(self) -> list[jax.Array]:
         """The arrays of every model and optimizer variable now (references: JAX arrays never change in place)."""
@@ -344,19 +358,36 @@ class TrainStep:
         grad_norm = self._apply(grads)
         return float(np.mean([float(loss) for loss in losses])), float(grad_norm)
 
+    def eval_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """An evaluation batch (whole on every process) as the forward's input: :meth:`device_batch`."""
+        return self.device_batch(batch)
+
+    def to_host(self, value: jax.Array) -> np.ndarray:
+        """An output of the forward as numpy (the whole array)."""
+        return np.asarray(value)
+
     def predict(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Evaluation forward (dropout off) of a numpy batch -> its outputs as numpy, at the batch's own width."""
         width = np.asarray(batch["input_ids"]).shape[-1]
-        out = self._forward(self.device_batch(batch))
+        out = self._forward(self.eval_batch(batch))
         result = {}
         for key, value in out.items():
             if value is None:
                 continue
-            array = np.asarray(value.astype(jnp.float32) if jnp.issubdtype(value.dtype, jnp.floating) else value)
+            array = self.to_host(value.astype(jnp.float32) if jnp.issubdtype(value.dtype, jnp.floating) else value)
             if _is_sequence_output(key, array) and array.shape[1] != width:
                 array = array[:, :width]
             result[key] = array
         return result
+
+
+def _committed(value: jax.Array, sharding: Any = None) -> jax.Array:
+    """``value`` committed to ``sharding`` (default: its own device) when it is not committed yet. A fresh model's
+    arrays are uncommitted, and the arrays a jitted step returns are committed: a step first called with the
+    former would be compiled a second time for the latter (measured: twice the compile time of a short run)."""
+    if not isinstance(value, jax.Array) or value.committed:
+        return value
+    return jax.device_put(value, sharding if sharding is not None else value.sharding)
 
 
 def _is_sequence_output(key: str, array: np.ndarray) -> bool:
@@ -470,46 +501,89 @@ def load_training_state(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def load_model(run: TrainingRun) -> FlaxDistilBertPreTrainedModel:
+def load_model(run: TrainingRun, *, pretrained: bool = True) -> FlaxDistilBertPreTrainedModel:
     """The run's model (its head class, config and starting weights, new head weights included) in training mode;
-    bfloat16 compute over float32 parameters when ``args.bf16``; dropout streams seeded with ``args.seed``."""
-    dtype = jnp.bfloat16 if run.args.bf16 else None
-    model = run.load_model(dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(run.args.seed))
+    bfloat16 compute over float32 parameters when ``args.bf16``; dropout streams seeded with ``args.seed``.
+    ``pretrained=False``: the class built from the run's config alone (a sharded checkpoint fills it)."""
+    options = {"dtype": jnp.bfloat16 if run.args.bf16 else None, "param_dtype": jnp.float32}
+    rngs = nnx.Rngs(run.args.seed)
+    model = run.load_model(rngs=rngs, **options) if pretrained else run.model_class()(run.config, rngs=rngs, **options)
     model.train()
     return model
 
 
+def step_options(run: TrainingRun) -> dict[str, Any]:
+    """The :class:`TrainStep` keywords of ``run``: its padding id, per-token labels for token classification and
+    masked LM, widths rounded up to :data:`WIDTH_MULTIPLE` unless the run sets ``pad_to_multiple_of``."""
+    return {
+        "pad_token_id": run.train_data.pad_token_id,
+        "width_multiple": None if run.args.pad_to_multiple_of else WIDTH_MULTIPLE,
+        "token_level_labels": run.task in TOKEN_LEVEL_TASKS,
+        "max_width": run.config.max_position_embeddings,
+    }
+
+
 def train_step_for(run: TrainingRun, model: FlaxDistilBertPreTrainedModel, optimizer: nnx.Optimizer) -> TrainStep:
-    """The :class:`TrainStep` of ``run``: its padding id, per-token labels for token classification and masked LM,
-    widths rounded up to :data:`WIDTH_MULTIPLE` unless the run sets ``pad_to_multiple_of``."""
-    return TrainStep(
+    """The :class:`TrainStep` of ``run`` (:func:`step_options`)."""
+    return TrainStep(model, optimizer, **step_options(run))
+
+
+@dataclass
+class Engine:
+    """Where the loop's model lives: one device (:func:`one_device`), or a mesh over every device of every
+    process (:func:`distilbert_mf.flax.distributed.engine`). The loop in :func:`fit` is the same for both."""
+
+    model: FlaxDistilBertPreTrainedModel
+    optimizer: nnx.Optimizer
+    step: TrainStep  # updates from this process's rows, and the evaluation forward
+    save_state: Callable[[Path], Any]  # a checkpoint folder: weights, optimizer and RNG state
+    save_model: Callable[[Path], Any]  # the final folder (config.json + model.safetensors)
+
+
+def one_device(run: TrainingRun) -> Engine:
+    """The model on JAX's default device, its optimizer, resumed from ``run.resume_dir`` when there is one."""
+    model = load_model(run)
+    optimizer = create_optimizer(model, run)
+    if run.resume_dir is not None:
+        load_training_state(run.resume_dir, model, optimizer)
+        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
+    return Engine(
         model,
         optimizer,
-        pad_token_id=run.train_data.pad_token_id,
-        width_multiple=None if run.args.pad_to_multiple_of else WIDTH_MULTIPLE,
-        token_level_labels=run.task in TOKEN_LEVEL_TASKS,
-        max_width=run.config.max_position_embeddings,
+        train_step_for(run, model, optimizer),
+        save_state=lambda folder: save_training_state(folder, model, optimizer),
+        save_model=model.save_pretrained,
     )
+
+
+def launch_world(args: Any) -> Any:
+    """The :class:`~distilbert_mf.training.trainer.World` of a run started as one process of a JAX job (None for
+    one process): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` or ``JAX_PROCESS_ID`` is set, the job is
+    formed here (``jax.distributed.initialize``), before anything touches a device; see
+    :func:`distilbert_mf.flax.distributed.world`."""
+    from distilbert_mf.flax import distributed
+
+    if not any(os.environ.get(name) for name in distributed.JOB_VARIABLES):
+        return None
+    return distributed.world()
 
 
 def fit(run: TrainingRun) -> TrainOutput:
     """Train ``run`` with the Flax model: the loop over ``run.steps()``; logging, evaluation and checkpoints through
     ``run.end_step``; Ctrl-C saves a checkpoint of the last completed update (``run.interrupted``).
 
+    A run over several JAX processes (``run.world``), or one resuming a checkpoint such a run wrote, trains on a
+    mesh of every device (:func:`distilbert_mf.flax.distributed.engine`: global arrays, orbax checkpoints);
+    otherwise on one device (:func:`one_device`).
+
     Each update and its bookkeeping run under :func:`~distilbert_mf.training.trainer.hold_interrupts`. JAX arrays
     are immutable, so the loop keeps the arrays of the last completed update (a list of references, no copy) and
     puts them back before an interrupt's checkpoint: even a second Ctrl-C in the middle of an update (some
     micro-batches' dropout draws done, the optimizer not yet applied) saves a consistent update."""
-    model = load_model(run)
-    optimizer = create_optimizer(model, run)
-    if run.resume_dir is not None:
-        load_training_state(run.resume_dir, model, optimizer)
-        logger.info("resumed the optimizer and RNG state from %s", run.resume_dir)
-    step_fn = train_step_for(run, model, optimizer)
+    from distilbert_mf.flax import distributed
 
-    def save(folder: Path) -> None:
-        save_training_state(folder, model, optimizer)
-
+    engine = distributed.engine(run) if distributed.spans_mesh(run) else one_device(run)
+    step_fn = engine.step
     completed = step_fn.snapshot()
     try:
         for step in run.steps():
@@ -522,14 +596,14 @@ def fit(run: TrainingRun) -> TrainOutput:
                     loss=loss,
                     grad_norm=grad_norm,
                     learning_rate=learning_rate,
-                    save=save,
+                    save=engine.save_state,
                     predict=step_fn.predict,
                 )
     except KeyboardInterrupt:
         step_fn.restore(completed)
-        run.interrupted(save)
+        run.interrupted(engine.save_state)
         raise
     logger.info(
         "compiled the Flax train step for %d micro-batch shapes: %s", len(step_fn.shapes), sorted(step_fn.shapes)
     )
-    return run.finish(save_model=model.save_pretrained, predict=step_fn.predict)
+    return run.finish(save_model=engine.save_model, predict=step_fn.predict)

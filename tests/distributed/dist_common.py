@@ -103,14 +103,22 @@ def launch_ranks(
     """Start ``nproc`` ranks of ``script`` by hand (``variables(rank, nproc, port)``: torchrun's by default, a free
     port), each with its own output, so a test can check what *every* rank said; all are killed if any runs past
     ``timeout``."""
+    return launch_processes([sys.executable, str(script), str(spec_path)], nproc, timeout=timeout, variables=variables)
+
+
+def launch_processes(
+    command: list[str], nproc: int, *, timeout: float = 60.0, variables: Any = torch_variables
+) -> list[tuple[int, str]]:
+    """Start ``nproc`` copies of ``command``, each with ``variables(rank, nproc, port)`` (a free port) and its own
+    output; all are killed if any runs past ``timeout``. Returns (exit status, output) per rank."""
     port = free_port()
     processes = []
     for rank in range(nproc):
         env = child_env(**variables(rank, nproc, port))
         processes.append(
             subprocess.Popen(
-                [sys.executable, str(script), str(spec_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True,
             )
         )  # fmt: skip
     deadline = time.monotonic() + timeout
@@ -120,13 +128,52 @@ def launch_ranks(
             output, _ = process.communicate(timeout=max(deadline - time.monotonic(), 0.1))
             results.append((process.returncode, output))
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"{script.name}: a rank ran past {timeout:.0f} s (killed)") from None
+        raise AssertionError(f"{' '.join(command[:4])} ...: a rank ran past {timeout:.0f} s (killed)") from None
     finally:
         for process in processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.communicate()
     return results
+
+
+# the tiny run's options (tests/training_runs.py run_arguments) that the train command lines pass as flags
+TRAIN_FLAGS = (
+    "task", "model", "train_file", "validation_file", "max_steps", "learning_rate", "weight_decay", "warmup_steps",
+    "max_seq_length", "pad_to_multiple_of", "logging_steps", "save_steps", "seed",
+)  # fmt: skip
+
+
+def train_command(arguments: dict, output_dir: Path, per_device: int, framework: str, *extra: str) -> list[str]:
+    """``train --framework F --output-dir ... --per-device-train-batch-size N`` and the run's flags (dropout 0)."""
+    flags = ["train", "--framework", framework, "--output-dir", str(output_dir), "--per-device-train-batch-size",
+             str(per_device), "--per-device-eval-batch-size", "8"]  # fmt: skip
+    for name in TRAIN_FLAGS:
+        flags += [f"--{name.replace('_', '-')}", str(arguments[name])]
+    for key, value in NO_DROPOUT.items():
+        flags += ["--config-override", f"{key}={value}"]
+    return [*flags, *extra]
+
+
+def train_history(output_dir: Path) -> dict:
+    """The logged losses and the final evaluation of a finished run folder."""
+    state = json.loads((Path(output_dir) / "trainer_state.json").read_text(encoding="utf-8"))
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    evaluation = json.loads((Path(output_dir) / "eval_results.json").read_text(encoding="utf-8"))
+    return {"losses": losses, "eval_loss": evaluation["eval_loss"], "eval_accuracy": evaluation["eval_accuracy"]}
+
+
+def distill_history(output_dir: Path, components: tuple[str, ...]) -> dict:
+    """The logged steps, the logged ``components`` (``loss``, ``loss_ce`` ...) and the final evaluation loss of a
+    finished distillation run folder."""
+    state = json.loads((Path(output_dir) / "trainer_state.json").read_text(encoding="utf-8"))
+    entries = [entry for entry in state["log_history"] if "loss" in entry and "step" in entry]
+    evaluation = json.loads((Path(output_dir) / "eval_results.json").read_text(encoding="utf-8"))
+    return {
+        "steps": [entry["step"] for entry in entries],
+        **{name: [entry[name] for entry in entries] for name in components},
+        "eval_loss": evaluation["eval_loss"],
+    }
 
 
 def write_spec(folder: Path, **spec: Any) -> Path:
@@ -233,3 +280,13 @@ def assert_same_weights(actual: dict[str, np.ndarray], expected: dict[str, np.nd
         assert diff <= RTOL, f"{what}: {key} differs by {diff:.2e} of its largest entry (> {RTOL})"
         worst = max(worst, diff)
     return worst
+
+
+def assert_same_run(history: dict, reference: dict, folder: Path, reference_folder: Path, what: str) -> None:
+    """Two finished runs of the tiny 6-update recipe (:func:`train_history` of each): the same logged losses, the
+    same evaluation (loss within RTOL, accuracy equal) and the same saved model (:func:`assert_same_weights`)."""
+    assert len(history["losses"]) == 6, what
+    assert_same_losses(history["losses"], reference["losses"], what)
+    assert abs(history["eval_loss"] - reference["eval_loss"]) <= RTOL * abs(reference["eval_loss"]), what
+    assert history["eval_accuracy"] == reference["eval_accuracy"], what
+    assert_same_weights(load_weights(folder), load_weights(reference_folder), what)

@@ -13,7 +13,6 @@ has a timeout and is killed with its process group.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from dist_common import (
     assert_same_losses,
     assert_same_weights,
     child_env,
+    distill_history,
     free_port,
     load_weights,
     run_command,
@@ -66,14 +66,7 @@ def _launch(case: dict, output_dir: Path, ranks: int, *extra: str) -> str:
 
 
 def _history(output_dir: Path, task: str) -> dict:
-    state = json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))
-    entries = [entry for entry in state["log_history"] if "loss" in entry and "step" in entry]
-    evaluation = json.loads((output_dir / "eval_results.json").read_text(encoding="utf-8"))
-    return {
-        "steps": [entry["step"] for entry in entries],
-        **{name: [entry[name] for entry in entries] for name in COMPONENTS[task]},
-        "eval_loss": evaluation["eval_loss"],
-    }
+    return distill_history(output_dir, COMPONENTS[task])
 
 
 @pytest.fixture(scope="module", params=list(COMPONENTS))

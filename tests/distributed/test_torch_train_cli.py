@@ -10,45 +10,33 @@ train --resume-from-checkpoint`` continues the same run. Every launch has a time
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 from dist_common import (
     ROOT,
-    assert_same_losses,
-    assert_same_weights,
+    assert_same_run,
     child_env,
     free_port,
-    load_weights,
     run_command,
+    train_command,
+    train_history,
 )
-from training_runs import NO_DROPOUT, run_arguments
+from training_runs import run_arguments
 
 pytestmark = [pytest.mark.torch, pytest.mark.distributed, pytest.mark.slow]
 
-FLAGS = (
-    "task", "model", "train_file", "validation_file", "max_steps", "learning_rate", "weight_decay", "warmup_steps",
-    "max_seq_length", "pad_to_multiple_of", "logging_steps", "save_steps", "seed",
-)  # fmt: skip
-
 
 def _command(arguments: dict, output_dir: Path, per_device: int, *extra: str) -> list[str]:
-    flags = ["train", "--framework", "pt", "--output-dir", str(output_dir), "--per-device-train-batch-size",
-             str(per_device), "--per-device-eval-batch-size", "8"]  # fmt: skip
-    for name in FLAGS:
-        flags += [f"--{name.replace('_', '-')}", str(arguments[name])]
-    for key, value in NO_DROPOUT.items():
-        flags += ["--config-override", f"{key}={value}"]
-    return [*flags, *extra]
+    return train_command(arguments, output_dir, per_device, "pt", *extra)
 
 
 def _one_process(arguments: dict, output_dir: Path, *extra: str) -> dict:
     command = [sys.executable, "-m", "distilbert_mf.cli", *_command(arguments, output_dir, 8, *extra)]
     code, output = run_command(command, env=child_env(), timeout=60)
     assert code == 0, output[-4000:]
-    return _history(output_dir)
+    return train_history(output_dir)
 
 
 def _two_ranks(arguments: dict, output_dir: Path, *extra: str) -> tuple[dict, str]:
@@ -57,14 +45,7 @@ def _two_ranks(arguments: dict, output_dir: Path, *extra: str) -> tuple[dict, st
                 "-m", "distilbert_mf.cli"]  # fmt: skip
     code, output = run_command([*launcher, *_command(arguments, output_dir, 4, *extra)], env=child_env(), timeout=60)
     assert code == 0, output[-4000:]
-    return _history(output_dir), output
-
-
-def _history(output_dir: Path) -> dict:
-    state = json.loads((output_dir / "trainer_state.json").read_text(encoding="utf-8"))
-    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
-    evaluation = json.loads((output_dir / "eval_results.json").read_text(encoding="utf-8"))
-    return {"losses": losses, "eval_loss": evaluation["eval_loss"], "eval_accuracy": evaluation["eval_accuracy"]}
+    return train_history(output_dir), output
 
 
 @pytest.fixture(scope="module")
@@ -76,19 +57,11 @@ def run_setup(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tu
     return arguments, reference
 
 
-def _same_run(history: dict, reference: dict, folder: Path, reference_folder: Path, what: str) -> None:
-    assert len(history["losses"]) == 6
-    assert_same_losses(history["losses"], reference["losses"], what)
-    assert abs(history["eval_loss"] - reference["eval_loss"]) <= 1e-5 * abs(reference["eval_loss"]), what
-    assert history["eval_accuracy"] == reference["eval_accuracy"], what
-    assert_same_weights(load_weights(folder), load_weights(reference_folder), what)
-
-
 def test_torchrun_ddp_train_equals_one_process(tmp_path: Path, run_setup: tuple[dict, Path]) -> None:
     arguments, reference_folder = run_setup
-    reference = _history(reference_folder)
+    reference = train_history(reference_folder)
     history, output = _two_ranks(arguments, tmp_path / "ddp")
-    _same_run(history, reference, tmp_path / "ddp", reference_folder, "torchrun x2 DDP vs one process")
+    assert_same_run(history, reference, tmp_path / "ddp", reference_folder, "torchrun x2 DDP vs one process")
     assert output.count('"global_step": 6') == 1  # rank 0 alone prints the summary
     assert (tmp_path / "ddp" / "checkpoint-3" / "dcp" / "torch_dcp.json").is_file()
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if p.name.startswith(".")) == []  # no stray temporaries
@@ -98,9 +71,9 @@ def test_torchrun_fsdp_train_equals_one_process_and_resumes_in_one(
     tmp_path: Path, run_setup: tuple[dict, Path]
 ) -> None:
     arguments, reference_folder = run_setup
-    reference = _history(reference_folder)
+    reference = train_history(reference_folder)
     history, _ = _two_ranks(arguments, tmp_path / "fsdp", "--fsdp")
-    _same_run(history, reference, tmp_path / "fsdp", reference_folder, "torchrun x2 FSDP2 vs one process")
+    assert_same_run(history, reference, tmp_path / "fsdp", reference_folder, "torchrun x2 FSDP2 vs one process")
     shards = sorted(p.name for p in (tmp_path / "fsdp" / "checkpoint-3" / "dcp").glob("*.safetensors"))
     assert len(shards) == 2, shards
     # the 2-rank checkpoint, resumed by one process (global batch 8 = 1 x 8): the last 3 updates and the same model
@@ -109,5 +82,5 @@ def test_torchrun_fsdp_train_equals_one_process_and_resumes_in_one(
                *_command(arguments, tmp_path / "fsdp", 8, "--resume-from-checkpoint", str(checkpoint))]  # fmt: skip
     code, output = run_command(command, env=child_env(), timeout=60, cwd=ROOT)
     assert code == 0, output[-4000:]
-    after = _history(tmp_path / "fsdp")
-    _same_run(after, reference, tmp_path / "fsdp", reference_folder, "FSDP2 checkpoint resumed in one process")
+    after = train_history(tmp_path / "fsdp")
+    assert_same_run(after, reference, tmp_path / "fsdp", reference_folder, "FSDP2 checkpoint resumed in one process")
