@@ -27,6 +27,7 @@ from keras import ops
 
 from distilbert_mf.distillation import losses as dl
 from distilbert_mf.modeling_utils import IGNORE_INDEX
+from distilbert_mf.tensorflow.distributed import replicas_in_sync
 from distilbert_mf.tensorflow.modeling import (
     OPS,
     TFDistilBertPreTrainedModel,
@@ -298,6 +299,14 @@ def distil(drun: DistillationRun) -> TrainOutput:
     """Distil with Keras (TensorFlow backend): the fine-tuning loop's optimizer, state and predictor with the
     teacher and the distillation loss; logging, evaluation (the student's), checkpoints, resume and Ctrl-C through
     the run."""
+    replicas = replicas_in_sync()
+    if replicas > 1:
+        raise ValueError(
+            f"distill --framework tf runs on one device; this call is inside a tf.distribute strategy of {replicas} "
+            "replicas, which the Keras distillation loop does not split batches over yet. Distil outside the "
+            "strategy's scope, or over several devices with --framework pt under torchrun or --framework flax over "
+            "JAX processes (docs/scaling.md)"
+        )
     run = drun.run
     student = load_model(run)
     teacher = load_teacher(drun)

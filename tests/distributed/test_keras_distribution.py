@@ -157,3 +157,36 @@ def test_multi_worker_training_matches_one_device(tmp_path: Path, shared_data: P
     np.testing.assert_allclose(runs["worker0"]["grad_norms"], runs["one"]["grad_norms"], rtol=1e-5)
     for worker in ("worker0", "worker1"):
         assert_same_weights(load_weights(tmp_path / "runs" / worker), load_weights(tmp_path / "runs" / "one"), worker)
+
+
+_DISTIL_UNDER_STRATEGY = """
+import json, sys
+from distilbert_mf.tensorflow import distributed as D
+D.logical_cpu_devices(2)
+strategy = D.mirrored_strategy()
+from distilbert_mf.distillation.run import DistillationArguments, distill
+teacher, train, out = sys.argv[1:4]
+args = DistillationArguments(output_dir=out, task="text-classification", teacher=teacher, train_file=train,
+                             student_layers=(0,), max_steps=2, framework="tf", progress=False)
+try:
+    with strategy.scope():
+        distill(args)
+    print(json.dumps({"error": None}))
+except ValueError as err:
+    print(json.dumps({"error": str(err)}))
+"""
+
+
+def test_keras_distillation_inside_a_strategy_is_refused(tmp_path: Path) -> None:
+    """The Keras distillation loop runs on one device: inside a MirroredStrategy of 2 replicas it says so before
+    the first step, instead of training each replica on the whole batch."""
+    from training_helpers import make_tiny_model, toy_data
+
+    teacher = make_tiny_model(tmp_path / "teacher", head="sequence_classification", num_labels=2)
+    train, _ = toy_data(tmp_path / "data", "text-classification")
+    command = [sys.executable, "-c", _DISTIL_UNDER_STRATEGY, str(teacher), str(train), str(tmp_path / "out")]
+    code, output = run_command(command, env=child_env(KERAS_BACKEND="tensorflow"), timeout=120)
+    assert code == 0, output[-3000:]
+    error = json.loads(output.strip().splitlines()[-1])["error"]
+    assert error is not None and "tf.distribute strategy of 2 replicas" in error and "--framework pt" in error
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
