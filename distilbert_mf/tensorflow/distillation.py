@@ -38,6 +38,7 @@ from distilbert_mf.tensorflow.modeling import (
 from distilbert_mf.tensorflow.training import (
     Predictor,
     PyTorchAdamW,
+    check_replicas,
     create_optimizer,
     load_model,
     load_training_state,
@@ -249,7 +250,13 @@ class DistilStep:
 
     One ``tf.function`` per micro-batch: the teacher's forward, the student's forward under a ``GradientTape``
     (gradients of the student's trainable variables only), then :class:`~distilbert_mf.tensorflow.training.PyTorchAdamW`
-    ``apply``, which accumulates the micro-batches of an update and applies PyTorch's AdamW rule on the last one."""
+    ``apply``, which accumulates the micro-batches of an update and applies PyTorch's AdamW rule on the last one.
+
+    Inside a ``tf.distribute`` strategy of several replicas (models and optimizer built in its scope) every
+    micro-batch is split into one equal block of rows per replica; each replica weights each loss component by its
+    block's share of the component's items (:func:`~distilbert_mf.distillation.losses.averaged_over`, counted on
+    the host), the optimizer sums the replicas' gradients before clipping, and the reported losses are the sums of
+    the replicas' parts: one device's numbers."""
 
     def __init__(
         self,
@@ -266,20 +273,55 @@ class DistilStep:
         import tensorflow as tf
 
         self.drun, self.optimizer = drun, optimizer
+        self.strategy = tf.distribute.get_strategy() if replicas_in_sync() > 1 else None
         loss, options, hidden = LOSSES[drun.loss_name], dict(drun.loss_options), drun.output_hidden_states
         variables = list(student.trainable_variables)
 
-        def micro_step(inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+        def micro_step(inputs: Mapping[str, Any], targets: Mapping[str, Any], shares: Any = None) -> dict[str, Any]:
             teacher_out = teacher(inputs, output_hidden_states=hidden, training=False)
             with tf.GradientTape() as tape:
                 out = student(inputs, output_hidden_states=hidden, training=True)
                 losses = loss(out, teacher_out, **targets, **options)
+                if shares is not None:  # this replica's part of each global mean
+                    parts = {name: value * shares[name] for name, value in losses.items() if name != "loss"}
+                    losses = dl.weighted(
+                        parts, {name: options["alpha_" + name.removeprefix("loss_")] for name in parts}
+                    )
             grads = tape.gradient(losses["loss"], variables)
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
             optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             return losses
 
-        self._step = tf.function(micro_step, reduce_retracing=True)
+        if self.strategy is None:
+            self._step = tf.function(micro_step, reduce_retracing=True)
+        else:
+            strategy = self.strategy
+
+            def replicated(inputs: Any, targets: Any, shares: Any) -> dict[str, Any]:
+                parts = strategy.run(micro_step, args=(inputs, targets, shares))
+                return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for name, v in parts.items()}
+
+            self._step = tf.function(replicated, reduce_retracing=True)
+
+    def _replicated_args(self, batch: Mapping[str, np.ndarray]) -> tuple[Any, ...]:
+        """``batch`` as the strategy's per-replica values: each replica's block of rows and its component shares."""
+        replicas = self.strategy.num_replicas_in_sync
+        inputs, targets = self.drun.split(batch)
+        rows = len(inputs["input_ids"]) // replicas
+        blocks = [
+            tuple({k: v[r * rows : (r + 1) * rows] for k, v in part.items()} for part in (inputs, targets))
+            for r in range(replicas)
+        ]
+        counts = [dl.averaged_over(self.drun.loss_name, *block, self.drun.loss_options) for block in blocks]
+        totals = {name: sum(c[name] for c in counts) for name in counts[0]}
+        shares = [{name: np.float32(c[name] / totals[name] if totals[name] else 0.0) for name in c} for c in counts]
+        per_replica = [(*block, share) for block, share in zip(blocks, shares)]
+        return tuple(
+            self.strategy.experimental_distribute_values_from_function(
+                lambda context, i=i: per_replica[context.replica_id_in_sync_group][i]
+            )
+            for i in range(3)
+        )
 
     def __call__(self, batches: list[Mapping[str, np.ndarray]]) -> tuple[dict[str, float], float]:
         """One update from one step's micro-batches -> (the mean micro-batch losses by name, grad norm)."""
@@ -288,7 +330,8 @@ class DistilStep:
         self.optimizer.set_micro_batches(len(batches))
         sums: dict[str, float] = {}
         for batch in batches:
-            losses = self._step(*self.drun.split(batch))
+            args = self.drun.split(batch) if self.strategy is None else self._replicated_args(batch)
+            losses = self._step(*args)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
         grad_norm = float(np.asarray(ops.convert_to_numpy(self.optimizer.grad_norm)))
@@ -301,12 +344,8 @@ def distil(drun: DistillationRun) -> TrainOutput:
     the run."""
     replicas = replicas_in_sync()
     if replicas > 1:
-        raise ValueError(
-            f"distill --framework tf runs on one device; this call is inside a tf.distribute strategy of {replicas} "
-            "replicas, which the Keras distillation loop does not split batches over yet. Distil outside the "
-            "strategy's scope, or over several devices with --framework pt under torchrun or --framework flax over "
-            "JAX processes (docs/scaling.md)"
-        )
+        check_replicas(drun.run, replicas)
+        logger.info("distilling over the %d replicas of the tf.distribute strategy", replicas)
     run = drun.run
     student = load_model(run)
     teacher = load_teacher(drun)

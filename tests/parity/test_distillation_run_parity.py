@@ -1,7 +1,8 @@
 """Distillation runs across frameworks: with dropout off, the same run logs the same curves in PyTorch, Keras and
-Flax (every update's loss, each loss component and the gradient norm within 1e-4 relative), for general
-distillation with gradient accumulation and for task-specific distillation; a Keras or Flax run resumed from its
-middle checkpoint (dropout on) logs what the uninterrupted run did."""
+Flax (every update's loss and gradient norm within 1e-4 relative, each loss component within 1e-4 of the larger of
+itself and the step's total loss), for general distillation with gradient accumulation and for task-specific
+distillation; a Keras or Flax run resumed from its middle checkpoint (dropout on) logs what the uninterrupted run
+did."""
 
 from __future__ import annotations
 
@@ -89,7 +90,13 @@ def test_curves_agree_across_frameworks(models, case: str) -> None:
         for step, (x, y) in enumerate(zip(results[a], results[b]), start=1):
             assert x.keys() == y.keys(), (step, sorted(x), sorted(y))
             for key in x:
-                assert x[key] == pytest.approx(y[key], rel=RTOL, abs=1e-9), f"{a} vs {b} step {step} {key}"
+                # a loss component is held to RTOL of the step's total loss (or of itself, if larger): the
+                # soft-target term shrinks as the student nears its teacher (3.7e-3 of a 0.7 total by update 6 of
+                # the task case), a difference of nearly equal float32 log-probabilities whose own relative
+                # rounding grows to ~1e-4 on AVX2 CPUs (9.4e-5 and 1.06e-4 PyTorch-Flax in two runs here, the total
+                # 6e-7); the total, the gradient norm and the learning rate are held to RTOL of themselves
+                scale = max(abs(y[key]), abs(y["loss"])) if key.startswith("loss_") else abs(y[key])
+                assert abs(x[key] - y[key]) <= RTOL * scale + 1e-9, f"{a} vs {b} step {step} {key}: {x[key]} {y[key]}"
     assert results[FRAMEWORKS[0]][0]["loss_ce"] > 1e-3  # a student unlike its teacher: the KL term matters
 
 
