@@ -166,15 +166,17 @@ def onnx_contenders(onnx_path: str, dtype: str, threads: int) -> dict[str, Conte
 
 def gemm_peak(dtype: str, n: int, repeats: int) -> dict[str, float]:
     """Best GFLOP/s of an (n, n) x (n, n) product in ``dtype``: ``torch.matmul`` (PyTorch's BLAS: MKL for float32)
-    and, when this PyTorch has it, oneDNN's linear kernel (what our PyTorch model uses for float32)."""
+    and, where this PyTorch and CPU have it, oneDNN's linear kernel (what our PyTorch model uses)."""
     import torch
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(torch_dtype)
     b = torch.randn(n, n, generator=generator).to(torch_dtype)
+    from distilbert_mf.torch import cpu_kernels
+
     kernels = {"torch.matmul": lambda: torch.matmul(a, b)}
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    if cpu_kernels.ONEDNN_LINEAR and (dtype == "float32" or cpu_kernels.ONEDNN_BF16):  # not bf16 on AVX2-only CPUs
         kernels["onednn_linear"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
     result = {}
     for name, kernel in kernels.items():

@@ -23,7 +23,8 @@ Array = jax.Array
 PER_HEAD_ATTENTION_ON_CPU = True
 
 # The feed-forward FFN_ROWS_ON_CPU tokens at a time, so the (tokens, hidden_dim) activation stays in cache between
-# lin1 and lin2: the feed-forward 24 % faster at 32 x 128, the same float32 numbers. bfloat16 compute keeps one
+# lin1 and lin2: the feed-forward 24 % faster at 32 x 128, the same float32 numbers on AVX-512 CPUs (within 1-2 ulps
+# on AVX2 ones, whose XLA:CPU matmul tiles by rows and may sum a row in another order). bfloat16 compute keeps one
 # product (XLA:CPU rounds its bfloat16 intermediates differently for other block shapes). 0: always one product.
 FFN_ROWS_ON_CPU = 512
 
