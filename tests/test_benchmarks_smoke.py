@@ -199,11 +199,12 @@ def test_smoke_training_part_torch(tmp_path: Path, shared_data: Path) -> None:
 @pytest.mark.tensorflow
 @pytest.mark.flax
 def test_smoke_training_every_framework(tmp_path: Path, shared_data: Path) -> None:
-    """bench_training --quick with Keras (graph and XLA) and Flax, both distillation tasks, float32."""
+    """bench_training --quick with Keras (graph and XLA) and Flax, general distillation (the triple loss; the task
+    variant's update is timed by the PyTorch part's smoke test), float32."""
     path = tmp_path / "training.json"
     command = [sys.executable, "-m", "benchmarks.bench_training", "--quick", "--dtypes", "float32", "--json", str(path)]
     command += ["--contenders", "ours-torch,ours-keras,ours-keras-xla,ours-flax"]
-    command += ["--distill-frameworks", "keras,flax", "--distill-tasks", "text-classification,masked-lm"]
+    command += ["--distill-frameworks", "keras,flax", "--distill-tasks", "masked-lm"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     training = json.loads(path.read_text())
@@ -214,7 +215,7 @@ def test_smoke_training_every_framework(tmp_path: Path, shared_data: Path) -> No
         assert len(case["times_s"]) == 2 and all(0.5 < loss < 0.9 for loss in case["losses"])  # ~ln 2, 2 labels
     assert set(training["vs_ours_torch"]["float32"]) == {"ours-keras", "ours-keras-xla", "ours-flax"}
     runs = {(c["framework"], c["task"]): c for c in training["distillation"]}
-    assert set(runs) == {(f, t) for f in ("keras", "flax") for t in ("text-classification", "masked-lm")}
+    assert set(runs) == {("keras", "masked-lm"), ("flax", "masked-lm")}
     for case in runs.values():
         assert case["distillation"]["median_s"] > 0 and case["fine_tuning"]["median_s"] > 0
     assert runs[("flax", "masked-lm")]["loss_options"]["alpha_cos"] == 1.0
