@@ -222,6 +222,11 @@ def task_inputs(
     return pairs
 
 
+def alpha_of(component: str) -> str:
+    """The weight option of a loss component: ``loss_ce`` -> ``alpha_ce``, ``loss_task`` -> ``alpha_task``."""
+    return "alpha_" + component.removeprefix("loss_")
+
+
 def averaged_over(
     loss_name: str, inputs: Mapping[str, Any], targets: Mapping[str, Any], options: Mapping[str, Any]
 ) -> dict[str, int]:
@@ -270,6 +275,7 @@ __all__ = [
     "COSINE_EPS",
     "TASKS",
     "GeneralInputs",
+    "alpha_of",
     "averaged_over",
     "check_pair",
     "check_tokens",

@@ -284,9 +284,7 @@ class DistilStep:
                 losses = loss(out, teacher_out, **targets, **options)
                 if shares is not None:  # this replica's part of each global mean
                     parts = {name: value * shares[name] for name, value in losses.items() if name != "loss"}
-                    losses = dl.weighted(
-                        parts, {name: options["alpha_" + name.removeprefix("loss_")] for name in parts}
-                    )
+                    losses = dl.weighted(parts, {name: options[dl.alpha_of(name)] for name in parts})
             grads = tape.gradient(losses["loss"], variables)
             pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
             optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])

@@ -289,7 +289,7 @@ def distillation_step(
             losses = loss(student_out, teacher_out, **targets, **options)
         if shares is not None:  # this rank's part of each global mean
             losses = {name: value * shares[index][name] for name, value in losses.items() if name != "loss"}
-            losses = dl.weighted(losses, {name: options[_alpha(name)] for name in losses})
+            losses = dl.weighted(losses, {name: options[dl.alpha_of(name)] for name in losses})
         (losses["loss"] / count if count > 1 else losses["loss"]).backward()
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + value.detach().float()
@@ -299,11 +299,6 @@ def distillation_step(
         totals = world.all_sum(list(means.values()))
         means = {name: total / world.world_size for name, total in zip(means, totals)}
     return means, grad_norm
-
-
-def _alpha(component: str) -> str:
-    """The weight option of a loss component: ``loss_ce`` -> ``alpha_ce``."""
-    return "alpha_" + component.removeprefix("loss_")
 
 
 def distil(drun: DistillationRun) -> TrainOutput:
