@@ -15,19 +15,53 @@ PAGE = ROOT / "docs" / "training-results.md"
 NAMES = {"PyTorch": "pt", "Keras (TensorFlow)": "tf", "Flax NNX": "flax"}
 
 
-def test_conll_table_matches_the_results_file() -> None:
-    results = json.loads((ROOT / "benchmarks" / "results" / "finetune_conll.json").read_text())["frameworks"]
-    rows = re.findall(r"^\| (PyTorch|Keras \(TensorFlow\)|Flax NNX) \| ([^\n]+)\|$", PAGE.read_text(), re.M)
-    assert {NAMES[name] for name, _ in rows} == set(results) == {"pt", "tf", "flax"}
+def percent(key: str):
+    return lambda run: round(100 * run["eval"][key], 2)
+
+
+# experiment -> (the heading its table sits under, its columns after the framework, its number of updates)
+TABLES = {
+    "sst2": (
+        "## Sentiment: SST-2",
+        [percent("eval_accuracy"), percent("eval_f1"), lambda r: round(r["eval"]["eval_matthews_correlation"], 3)],
+        4210,
+    ),
+    "conll": (
+        "## Token classification: CoNLL-2003",
+        [percent("eval_f1"), percent("eval_precision"), percent("eval_recall"), percent("eval_accuracy")],
+        405,
+    ),
+    "squad": (
+        "## Question answering: SQuAD",
+        [lambda r: round(r["eval"]["eval_exact_match"], 2), lambda r: round(r["eval"]["eval_f1"], 2)],
+        None,
+    ),
+}
+
+
+def section(text: str, heading: str) -> str:
+    """The page's text from ``heading`` to the next ``## `` heading."""
+    assert heading in text, heading
+    rest = text[text.index(heading) + len(heading) :]
+    return rest.split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize("experiment", list(TABLES))
+def test_each_table_matches_its_results_file(experiment: str) -> None:
+    """Every number of a results table is the committed ``benchmarks/results/finetune_<experiment>.json``: the
+    metrics, then the mean training loss and the minutes; one row per framework, all three there."""
+    heading, columns, updates = TABLES[experiment]
+    results = json.loads((ROOT / "benchmarks" / "results" / f"finetune_{experiment}.json").read_text())["frameworks"]
+    text = section(PAGE.read_text(), heading)
+    rows = re.findall(r"^\| (PyTorch|Keras \(TensorFlow\)|Flax NNX) \| ([^\n]+)\|$", text, re.M)
+    assert {NAMES[name] for name, _ in rows} == set(results) == {"pt", "tf", "flax"}, (experiment, rows)
+    steps = set()
     for name, cells in rows:
-        f1, precision, recall, accuracy, loss, minutes = (float(c) for c in cells.split("|") if c.strip())
+        values = [float(c) for c in cells.split("|") if c.strip()]
         run = results[NAMES[name]]
-        assert f1 == round(100 * run["eval"]["eval_f1"], 2)
-        assert precision == round(100 * run["eval"]["eval_precision"], 2)
-        assert recall == round(100 * run["eval"]["eval_recall"], 2)
-        assert accuracy == round(100 * run["eval"]["eval_accuracy"], 2)
-        assert loss == round(run["train_loss"], 4) and minutes == run["minutes"]
-        assert run["global_step"] == 405
+        assert values == [column(run) for column in columns] + [round(run["train_loss"], 4), run["minutes"]], name
+        steps.add(run["global_step"])
+    assert len(steps) == 1 and (updates is None or steps == {updates}), steps  # one recipe: the same updates
 
 
 def test_the_splits_are_what_the_page_says(tmp_path: Path, shared_data: Path) -> None:
