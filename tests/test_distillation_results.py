@@ -36,3 +36,43 @@ def test_window_means_of_the_losses_only(script) -> None:
     first, last = script._window_means(curve, 2)
     assert first == {"loss": 0.5, "loss_cos": 0.75} and last == {"loss": 4.5, "loss_cos": (1 / 5 + 1 / 6) / 2}
     assert script._log_every(200) == 10 and script._log_every(7) == 1
+
+
+NAMES = {"PyTorch": "pt", "Keras (TensorFlow)": "tf", "Flax NNX": "flax"}
+PAGE = ROOT / "docs" / "distillation.md"
+
+
+def table(heading: str) -> dict[str, list[str]]:
+    """The rows (framework -> cells) of the first table under ``heading`` in docs/distillation.md."""
+    text = PAGE.read_text(encoding="utf-8")
+    assert heading in text, heading
+    section = text[text.index(heading) :].split("\n### ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in NAMES:
+            rows[NAMES[cells[0]]] = cells[1:]
+    return rows
+
+
+def test_general_distillation_table_is_the_results_file() -> None:
+    import json
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "distill_general.json").read_text())
+    rows = table("### General distillation at small scale")
+    assert set(rows) == set(results["frameworks"]) == {"pt", "tf", "flax"}
+    for framework, cells in rows.items():
+        run = results["frameworks"][framework]
+        first, last, cosine = run["first_logs_mean"], run["last_logs_mean"], run["cosine_alignment"]
+        assert cells == [
+            f"{first['loss_ce']:.4f} → {last['loss_ce']:.4f}",
+            f"{first['loss_mlm']:.3f} → {last['loss_mlm']:.3f}",
+            f"{cosine['first']:.3f} → {cosine['last']:.3f}",
+            f"{run['eval']['eval_loss']:.3f}",
+            str(run["minutes"]),
+        ], framework
+        assert last["loss_ce"] < first["loss_ce"] and cosine["last"] > cosine["first"]  # what the page says
+    teacher = results["teacher"]["eval"]
+    assert f"masked-LM loss of {teacher['eval_loss']:.2f}" in PAGE.read_text(encoding="utf-8")
+    agreement = results["no_dropout_agreement"]
+    assert max(p["max_relative_per_key"]["loss"] for p in agreement.values()) < 1e-4
