@@ -76,3 +76,30 @@ def test_general_distillation_table_is_the_results_file() -> None:
     assert f"masked-LM loss of {teacher['eval_loss']:.2f}" in PAGE.read_text(encoding="utf-8")
     agreement = results["no_dropout_agreement"]
     assert max(p["max_relative_per_key"]["loss"] for p in agreement.values()) < 1e-4
+
+
+def test_sst2_distillation_table_is_the_results_file() -> None:
+    import json
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "distill_sst2.json").read_text())
+    assert (
+        results["recipe"]["student_layers"] == [0, 2, 4] and results["recipe"]["teacher"] == "distilbert-mf/minilm-sst2"
+    )
+    rows = table("### Task-specific distillation on SST-2")
+    assert rows and set(rows) == set(results["frameworks"])
+    for framework, cells in rows.items():
+        run = results["frameworks"][framework]
+        pipe = run["pipeline"]
+        assert cells == [
+            f"{100 * pipe['teacher']['accuracy']:.2f}",
+            f"{100 * run['distilled']['eval']['eval_accuracy']:.2f}",
+            f"{100 * run['ablation']['eval']['eval_accuracy']:.2f}",
+            f"{pipe['teacher']['sentences_per_s']:.0f}",
+            f"{pipe['student']['sentences_per_s']:.0f}",
+            f"{run['student_speedup']:.2f}",
+            str(run["distilled"]["minutes"]),
+            str(run["ablation"]["minutes"]),
+        ], framework
+        # the pipeline and the run's own evaluation agree on the student's accuracy (same model, same dev set)
+        assert abs(pipe["student"]["accuracy"] - run["distilled"]["eval"]["eval_accuracy"]) < 2 / 872
+        assert run["distilled"]["global_step"] == run["ablation"]["global_step"]  # one recipe for both
