@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Real distillation results in PyTorch, Keras and Flax (issue: distillation, point 5): two experiments.
 
-``sst2`` -- task-specific distillation. For each framework, with the fine-tuning recipe of ``scripts/real_results.py sst2`` (batch 32, lr 1e-4, weight decay
-0.01, 6 % warm-up, 64 tokens, seed 42; ``--num-train-epochs`` as given):
+``sst2`` -- task-specific distillation. For each framework, with the fine-tuning recipe of
+``scripts/real_results.py sst2`` (batch 32, lr 1e-4, weight decay 0.01, 6 % warm-up, 64 tokens, seed 42;
+``--num-train-epochs`` as given):
 
 1. **distilled**: ``distilbert-mf distill --task text-classification --teacher distilbert-mf/minilm-sst2
    --student-layers 0 2 4``: the embedded 6-layer SST-2 model teaches a 3-layer student built from its layers
@@ -37,7 +38,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -52,7 +52,7 @@ logger = logging.getLogger("distillation_results")
 
 
 def _real_results() -> Any:
-    """``scripts/real_results.py`` (the SST-2 recipe and the results merge live there, once)."""
+    """``scripts/real_results.py`` (the SST-2 recipe and the results file helpers live there, once)."""
     spec = importlib.util.spec_from_file_location("real_results", Path(__file__).with_name("real_results.py"))
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
@@ -60,7 +60,8 @@ def _real_results() -> Any:
     return module
 
 
-def _dev_rows(path: Path) -> tuple[list[str], list[int]]:
+def _sst2_rows(path: Path) -> tuple[list[str], list[int]]:
+    """The sentences and 0 / 1 labels of an SST-2 TSV file."""
     from distilbert_mf.training import read_records
 
     records = read_records(path)
@@ -92,31 +93,6 @@ NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "seq_classif_dropout": 0
 CURVE_KEYS = ("loss", "loss_ce", "loss_mlm", "loss_cos", "loss_mse", "grad_norm", "learning_rate")
 
 
-def _write(out: Path, results: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".json.partial")  # after each framework, atomically
-    partial.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    partial.replace(out)
-
-
-def _results(experiment: str, record: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "experiment": experiment,
-        "recipe": record,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "frameworks": {},
-    }
-
-
-def _run_summary(output: Any, start: float) -> dict[str, Any]:
-    return {
-        "eval": output.eval_metrics,
-        "train_loss": output.training_loss,
-        "global_step": output.global_step,
-        "minutes": round((time.monotonic() - start) / 60, 1),
-    }
-
-
 def run_sst2(args: argparse.Namespace, real: Any) -> dict[str, Any]:
     from distilbert_mf.distillation.run import STUDENT_INIT_DIR, DistillationArguments, distill
     from distilbert_mf.training.trainer import TrainingArguments, train
@@ -126,11 +102,11 @@ def run_sst2(args: argparse.Namespace, real: Any) -> dict[str, Any]:
     recipe = {key: value for key, value in real.sst2(runs).items() if key != "model"}
     recipe["num_train_epochs"] = args.num_train_epochs
     record = {"teacher": TEACHER, "student_layers": list(STUDENT_LAYERS), **recipe}
-    texts, labels = _dev_rows(Path(recipe["validation_file"]))
+    texts, labels = _sst2_rows(Path(recipe["validation_file"]))
     if args.max_eval_samples:
         texts, labels = texts[: args.max_eval_samples], labels[: args.max_eval_samples]
     out = args.out or RESULTS / "distill_sst2.json"
-    results = _results("sst2 task-specific distillation, 6 -> 3 layers", record)
+    results = real.results_header("sst2 task-specific distillation, 6 -> 3 layers", record)
     shorten = {"max_steps": args.max_steps, "max_eval_samples": args.max_eval_samples, "overwrite_output_dir": True}
     for framework in args.frameworks.split(","):
         folder = runs / framework
@@ -147,7 +123,7 @@ def run_sst2(args: argparse.Namespace, real: Any) -> dict[str, Any]:
                 **{key: value for key, value in recipe.items() if key != "task"},
             )
         )
-        entry["distilled"] = _run_summary(distilled, start)
+        entry["distilled"] = real.run_summary(distilled, start)
         start = time.monotonic()
         ablation = train(
             TrainingArguments(
@@ -158,7 +134,7 @@ def run_sst2(args: argparse.Namespace, real: Any) -> dict[str, Any]:
                 **recipe,
             )
         )
-        entry["ablation"] = _run_summary(ablation, start)
+        entry["ablation"] = real.run_summary(ablation, start)
         entry["pipeline"] = {
             "teacher": pipeline_speed(TEACHER, framework, texts, labels, args.repeats),
             "student": pipeline_speed(str(folder / "distilled"), framework, texts, labels, args.repeats),
@@ -173,7 +149,7 @@ def run_sst2(args: argparse.Namespace, real: Any) -> dict[str, Any]:
         results["frameworks"][framework] = entry
         results["frameworks"] = real._merged(out, record, results["frameworks"])
         logger.info("%s: %s", framework, json.dumps(entry, default=str))
-        _write(out, results)
+        real.write_results(out, results)
     return {
         fw: {
             "teacher": r["pipeline"]["teacher"]["accuracy"],
@@ -187,7 +163,7 @@ def run_sst2(args: argparse.Namespace, real: Any) -> dict[str, Any]:
 
 def _corpus(path: Path, source: Path, limit: int | None = None) -> Path:
     """The sentences of an SST-2 TSV file, one per line (a text corpus for masked LM)."""
-    texts, _ = _dev_rows(source)
+    texts, _ = _sst2_rows(source)
     path.write_text("\n".join(t.strip() for t in texts[:limit]) + "\n", encoding="utf-8")
     return path
 
@@ -258,7 +234,7 @@ def run_general(args: argparse.Namespace, real: Any) -> dict[str, Any]:
         "parity": {"max_steps": args.parity_steps, "config_overrides": NO_DROPOUT},
     }
     out = args.out or RESULTS / "distill_general.json"
-    results = _results("general distillation (masked LM, triple loss), 6 -> 3 layers", record)
+    results = real.results_header("general distillation (masked LM, triple loss), 6 -> 3 layers", record)
     teacher = runs / "teacher-mlm"
     start = time.monotonic()
     adapted = train(
@@ -272,7 +248,7 @@ def run_general(args: argparse.Namespace, real: Any) -> dict[str, Any]:
             **adaptation,
         )
     )
-    results["teacher"] = _run_summary(adapted, start)
+    results["teacher"] = real.run_summary(adapted, start)
     logger.info("teacher adapted: %s", adapted.eval_metrics)
     distill_options = {
         "task": "masked-lm",
@@ -282,7 +258,6 @@ def run_general(args: argparse.Namespace, real: Any) -> dict[str, Any]:
         "overwrite_output_dir": True,
         **common,
     }
-    parity_curves = {}
     for framework in args.frameworks.split(","):
         start = time.monotonic()
         output = distill(
@@ -298,7 +273,7 @@ def run_general(args: argparse.Namespace, real: Any) -> dict[str, Any]:
         )
         curve = _curve(output)
         first, last = _window_means(curve, 3)
-        entry = {**_run_summary(output, start), "curve": curve, "first_logs_mean": first, "last_logs_mean": last}
+        entry = {**real.run_summary(output, start), "curve": curve, "first_logs_mean": first, "last_logs_mean": last}
         entry["cosine_alignment"] = {"first": 1 - first["loss_cos"], "last": 1 - last["loss_cos"]}
         start = time.monotonic()
         no_dropout = distill(
@@ -312,15 +287,14 @@ def run_general(args: argparse.Namespace, real: Any) -> dict[str, Any]:
                 **distill_options,
             )
         )
-        parity_curves[framework] = _curve(no_dropout)
-        entry["no_dropout"] = {"curve": parity_curves[framework], "minutes": round((time.monotonic() - start) / 60, 1)}
+        entry["no_dropout"] = {"curve": _curve(no_dropout), "minutes": round((time.monotonic() - start) / 60, 1)}
         results["frameworks"][framework] = entry
         results["frameworks"] = real._merged(out, record, results["frameworks"])
         logger.info("%s: first %s last %s", framework, first, last)
-        _write(out, results)
+        real.write_results(out, results)
     every = {fw: r["no_dropout"]["curve"] for fw, r in results["frameworks"].items()}
     results["no_dropout_agreement"] = agreement(every) if len(every) > 1 else {}
-    _write(out, results)
+    real.write_results(out, results)
     return {
         fw: {"first": r["first_logs_mean"], "last": r["last_logs_mean"], "cosine": r["cosine_alignment"]}
         for fw, r in results["frameworks"].items()

@@ -13,8 +13,8 @@ time taken. The trained model folders land in ``--runs-dir`` (each loads in ever
   definition). These are parts of an evaluation set, not the CoNLL-2003 benchmark protocol.
 - ``squad``: question answering on ``../shared/data/squad`` — 40 articles of the SQuAD v1.1 *dev* set, split by
   article: the first 32 to train on, the last 8 to evaluate (exact match / F1). Again part of an evaluation set.
-  One epoch of 192-token windows (stride 64): about 15 minutes per framework on 2 CPU cores (two epochs of 256-token
-  windows, 1,034 updates, took 3 s per update on the shared machine, too long for three frameworks).
+  One epoch of 192-token windows (stride 64): 17 to 28 minutes per framework on 2 shared CPU cores (two epochs of
+  256-token windows, 1,034 updates, took 3 s per update there, too long for three frameworks).
 
 One command each (about 25 min per framework for sst2 on 2 idle CPU cores; pass ``--frameworks`` to run fewer)::
 
@@ -142,6 +142,34 @@ EXPERIMENTS = {"sst2": sst2, "conll": conll, "squad": squad}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "XLA_FLAGS")
 
 
+def results_header(experiment: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    """The top of a results file: the experiment, its recipe, the machine; ``frameworks`` filled per run."""
+    return {
+        "experiment": experiment,
+        "recipe": recipe,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "frameworks": {},
+    }
+
+
+def run_summary(output: Any, start: float) -> dict[str, Any]:
+    """One run's entry: its final evaluation, mean training loss, updates and wall minutes since ``start``."""
+    return {
+        "eval": output.eval_metrics,
+        "train_loss": output.training_loss,
+        "global_step": output.global_step,
+        "minutes": round((time.monotonic() - start) / 60, 1),
+    }
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    """Write ``results`` to ``out`` atomically (after each framework, so a stopped run keeps the earlier ones)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".json.partial")
+    partial.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    partial.replace(out)
+
+
 def _merged(out: Path, recipe: dict[str, Any], frameworks: dict[str, Any]) -> dict[str, Any]:
     """``frameworks`` over those already in ``out`` from a run of the same recipe (one process per framework may
     run at the same time; each adds its own)."""
@@ -169,12 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs_dir / args.experiment
     runs.mkdir(parents=True, exist_ok=True)
     recipe = EXPERIMENTS[args.experiment](runs)
-    results: dict[str, Any] = {
-        "experiment": args.experiment,
-        "recipe": recipe,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "frameworks": {},
-    }
+    results = results_header(args.experiment, recipe)
     out = args.out or RESULTS / f"finetune_{args.experiment}.json"
     for framework in args.frameworks.split(","):
         start = time.monotonic()
@@ -189,18 +212,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         results["frameworks"][framework] = {
-            "eval": output.eval_metrics,
-            "train_loss": output.training_loss,
-            "global_step": output.global_step,
-            "minutes": round((time.monotonic() - start) / 60, 1),
+            **run_summary(output, start),
             "threads": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
         }
         results["frameworks"] = _merged(out, recipe, results["frameworks"])
         logger.info("%s %s: %s", args.experiment, framework, output.eval_metrics)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_suffix(".json.partial")  # after each framework, atomically
-        partial.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-        partial.replace(out)
+        write_results(out, results)
     print(json.dumps({fw: r["eval"] for fw, r in results["frameworks"].items()}, indent=2))  # noqa: T201
     return 0
 
